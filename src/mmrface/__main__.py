@@ -1,0 +1,5 @@
+import sys
+
+from mmrface.cli import main
+
+sys.exit(main())
