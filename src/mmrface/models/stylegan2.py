@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from mmrface.models.ops import SQRT2, EqualConv2d, EqualLinear, leaky_relu_gain, make_fir_kernel, upfirdn2d
 
-_BASE_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
+BASE_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
 UPSAMPLE_MODES = ("bilinear", "blur")
 GAIN_MODES = ("post", "pre")
 NOISE_MODES = ("random", "const", "zero")
@@ -38,7 +38,7 @@ def channel_table(size: int, channel_multiplier: float = 2, narrow: float = 1.0,
     if size < 4 or size & (size - 1) or size > 1024:
         raise ValueError(f"size must be a power of two in 4..1024, got {size}")
     table = {}
-    for res, base in _BASE_CHANNELS.items():
+    for res, base in BASE_CHANNELS.items():
         if res > size:
             break
         ch = base * (channel_multiplier if res >= 64 else 1)
@@ -182,6 +182,7 @@ class StyleGAN2Generator(nn.Module):
         if size < 8:
             raise ValueError(f"size must be at least 8, got {size}")
         self.size, self.style_dim, self.noise_mode, self.sft_half = size, style_dim, noise_mode, sft_half
+        self.upsample, self.equalized_lr, self.gain_mode = upsample, equalized_lr, gain_mode  # the convention
         self.channels = channel_table(size, channel_multiplier, narrow, max_channels)
         self.log_size = int(math.log2(size))
         self.num_latent = 2 * self.log_size - 2
@@ -262,17 +263,17 @@ class StyleGAN2Generator(nn.Module):
 
     def _sft(self, f: Tensor, scale: Tensor, shift: Tensor, fidelity: float | Tensor) -> Tensor:
         """CS-SFT: f * (1 + w (scale - 1)) + w shift on the second half of the channels (or all)."""
-        if isinstance(fidelity, Tensor):
-            fidelity = fidelity.reshape(-1, 1, 1, 1).to(f.dtype)
-            mod = lambda g: g * (1 + fidelity * (scale - 1)) + fidelity * shift  # noqa: E731
-        elif fidelity == 1.0:  # exactly GFPGAN's out * scale + shift
-            mod = lambda g: g * scale + shift  # noqa: E731
-        else:
-            mod = lambda g: g * (1 + fidelity * (scale - 1)) + fidelity * shift  # noqa: E731
+        w = fidelity.reshape(-1, 1, 1, 1).to(f.dtype) if isinstance(fidelity, Tensor) else float(fidelity)
+
+        def modulate(g: Tensor) -> Tensor:
+            if isinstance(w, float) and w == 1.0:  # exactly GFPGAN's out * scale + shift
+                return g * scale + shift
+            return g * (1 + w * (scale - 1)) + w * shift
+
         if not self.sft_half:
-            return mod(f)
+            return modulate(f)
         half = f.shape[1] // 2
-        return torch.cat([f[:, :half], mod(f[:, half:])], 1)
+        return torch.cat([f[:, :half], modulate(f[:, half:])], 1)
 
     # ---- synthesis ---------------------------------------------------------------------------
     def forward(self, styles: Tensor | list[Tensor], input_is_latent: bool = False,
