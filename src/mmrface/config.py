@@ -54,7 +54,9 @@ class LossConfig:
     pyramid_until: int = 5000  # pyramid loss only for the first N iterations
     perceptual: float = 0.0
     style: float = 0.0
+    perceptual_layers: dict | None = None  # VGG16 layer -> weight for perceptual/style; None = conv1_2..conv5_3
     lpips: float = 0.0
+    lpips_net: str = "alex"  # alex | vgg (backbone of the LPIPS loss)
     gan: float = 0.0
     r1: float = 10.0
     r1_every: int = 16
@@ -71,6 +73,7 @@ class TrainConfig:
     lr_d: float = 2e-3
     betas: tuple[float, float] = (0.0, 0.99)
     ema_decay: float = 0.999
+    ema_rampup: bool = True  # decay min(ema_decay, (1 + t) / (10 + t)) so short runs get a useful EMA
     seed: int = 0
     out_dir: str = "runs/exp"
     ckpt_every: int = 500

@@ -1,0 +1,87 @@
+"""Deterministic training batches: batch t of rank r is a pure function of (seed, t, r).
+
+Each rank reads an endless stream of sample indices: epoch e's order is the DistributedSampler
+permutation for (seed, e), restricted to this rank's shard; the stream concatenates the epochs.
+Batch t is positions t·B … t·B + B − 1 of that stream, and each sample is loaded with the
+dataset's random draws of its own epoch (flips, jitter, degradation). So resuming at step t needs
+no saved sampler or loader state, and a data set smaller than a batch still works.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import default_collate
+
+
+class _EpochItems(Dataset):
+    """Index by (epoch, index): sets the wrapped data set's epoch, then returns its item."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+class StepBatches:
+    """Batches of `batch_size` items for steps start, start + 1, … (see the module docstring)."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                 num_workers: int = 0):
+        self.dataset, self.batch_size = dataset, int(batch_size)
+        self.seed, self.rank, self.world, self.num_workers = int(seed), rank, world, int(num_workers)
+        self.sampler = DistributedSampler(range(len(dataset)), num_replicas=world, rank=rank,
+                                          shuffle=True, seed=self.seed, drop_last=False)
+        self._epoch_cache: tuple[int, list[int]] | None = None
+
+    def _order(self, epoch: int) -> list[int]:
+        if self._epoch_cache is None or self._epoch_cache[0] != epoch:
+            self.sampler.set_epoch(epoch)
+            self._epoch_cache = (epoch, list(self.sampler))
+        return self._epoch_cache[1]
+
+    def keys(self, step: int) -> list[tuple[int, int]]:
+        """(epoch, index) of the samples of batch `step` on this rank."""
+        n = len(self.sampler)
+        out = []
+        for pos in range(step * self.batch_size, (step + 1) * self.batch_size):
+            epoch, within = divmod(pos, n)
+            out.append((epoch, self._order(epoch)[within]))
+        return out
+
+    def batch(self, step: int) -> dict[str, Any]:
+        items = _EpochItems(self.dataset)
+        return default_collate([items[k] for k in self.keys(step)])
+
+    def iterate(self, start: int) -> Iterator[dict[str, Any]]:
+        """Batches of steps start, start + 1, …; with workers, loaded in the background."""
+        if self.num_workers <= 0:
+            step = start
+            while True:
+                yield self.batch(step)
+                step += 1
+        loader = DataLoader(_EpochItems(self.dataset), batch_sampler=_KeySampler(self, start),
+                            num_workers=self.num_workers, collate_fn=default_collate,
+                            persistent_workers=False, generator=torch.Generator().manual_seed(self.seed))
+        yield from loader
+
+
+class _KeySampler:
+    """Endless batch sampler of (epoch, index) keys starting at a step."""
+
+    def __init__(self, batches: StepBatches, start: int):
+        self.batches, self.start = batches, start
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.start
+        while True:
+            yield self.batches.keys(step)
+            step += 1

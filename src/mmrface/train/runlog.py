@@ -1,0 +1,71 @@
+"""The run log: rank 0 prints each line (above the progress bar) and appends it to out_dir/run.log;
+scalars also go to TensorBoard when the `tensorboard` package is installed (optional)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+class RunLog:
+    """`info(line)` on rank 0; a no-op on the other ranks."""
+
+    def __init__(self, out_dir: Path | None, enabled: bool = True, tensorboard: bool = True):
+        self.enabled = enabled
+        self.path = Path(out_dir) / "run.log" if (enabled and out_dir is not None) else None
+        self.tb = None
+        self.tb_status = "TensorBoard: off (rank > 0)" if not enabled else "TensorBoard: off (not installed)"
+        if enabled and tensorboard and out_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(Path(out_dir) / "tb"))
+                self.tb_status = f"TensorBoard: {Path(out_dir) / 'tb'}"
+            except ImportError:
+                pass
+
+    def info(self, line: str) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        tqdm.write(line)
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+    def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(f"{prefix}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def header_lines(t) -> list[str]:
+    """The first lines of a run: what is trained, on what, with which losses (a `Trainer`)."""
+    cfg, ctx, tc = t.cfg, t.ctx, t.cfg.train
+    n_g = sum(p.numel() for p in t.G.parameters())
+    n_t = sum(p.numel() for p in t.G.parameters() if p.requires_grad)
+    lines = [f"mmrface train: {cfg.name} ({cfg.source}) -> {t.out_dir}",
+             f"device: {t.device}, ranks: {ctx.world}, mixed precision: {'on' if t.amp else 'off'}",
+             f"model: {cfg.model.get('arch', 'mmrface')} {t.G.size} px, {n_g:,} parameters ({n_t:,} trained)",
+             t.prior_line,
+             f"data: {len(t.dataset)} faces in {cfg.data.train_root} (landmarks: "
+             f"{'yes' if t.dataset.landmarks is not None else 'no'}), degradation {t.degradation.config.preset}, "
+             f"batch {cfg.data.batch_size} per rank x {ctx.world}",
+             f"steps: {tc.steps}, lr G {tc.lr_g:g} D {tc.lr_d:g}, betas {list(tc.betas)}, EMA {tc.ema_decay:g}"
+             f"{' (ramp-up)' if tc.ema_rampup else ''}, fidelity w in {list(tc.fidelity_range)}, seed {tc.seed}"]
+    if t.unpaired is not None:
+        lines.append(f"unpaired: {len(t.unpaired)} real LQ faces in {cfg.data.unpaired_root}")
+    lines += t.obj.report
+    if t.resumed_from is not None:
+        lines.append(f"resumed from {t.resumed_from} at step {t.start}")
+    if t.validator is not None:
+        base = t.validator.baseline()
+        lines.append(f"validation: {t.validator.where}; LQ inputs score PSNR {base['psnr']:.2f} dB "
+                     f"LPIPS {base['lpips']:.4f}")
+    lines.append(t.log.tb_status)
+    return lines
