@@ -1,0 +1,82 @@
+"""`mmrface serve`: the web UI (Gradio) and the HTTP API (/v1/restore, /v1/faces, /v1/health) in
+one ASGI server, bound to 127.0.0.1 unless --host says otherwise.
+
+    mmrface serve --weights mmrface-small            # then open http://127.0.0.1:7860
+    curl -F image=@photo.jpg -F fidelity=0.7 http://127.0.0.1:7860/v1/restore -o restored.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+from mmrface.errors import UserError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--weights", default=None, help="registry name or weight file (see `mmrface weights list`)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("-s", "--upscale", type=float, default=2, help="default upscale of requests (1-4, default 2)")
+    p.add_argument("-w", "--fidelity", type=float, default=0.5, help="default fidelity of requests (0-1, default 0.5)")
+    p.add_argument("--detector", default="auto", help="face detector for detector=auto (default: auto)")
+    p.add_argument("--max-upload-mb", type=float, default=20, help="largest accepted upload in MB (default 20)")
+    p.add_argument("--max-pixels", type=float, default=40e6, help="largest accepted photo in pixels (default 40e6)")
+    p.add_argument("--max-output-pixels", type=float, default=100e6,
+                   help="largest result (input pixels x upscale^2) a request may ask for (default 100e6)")
+    p.add_argument("--max-queue", type=int, default=16,
+                   help="requests that may wait for the single restore slot before new ones get 503 (default 16)")
+    p.add_argument("--api-only", action="store_true", help="serve the HTTP API without the Gradio UI")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+    except ModuleNotFoundError:
+        raise UserError("`mmrface serve` needs uvicorn and gradio: pip install 'mmrface[web]'") from None
+    from mmrface.web.app import create_app
+    from mmrface.web.limits import Limits
+
+    if not 1 <= args.port <= 65535:
+        raise UserError(f"--port must be in 1..65535, got {args.port}")
+    if not 1 <= args.upscale <= 4:
+        raise UserError(f"--upscale must be in [1, 4] for the server, got {args.upscale}")
+    if args.max_upload_mb <= 0 or args.max_pixels < 1 or args.max_output_pixels < 1:
+        raise UserError("--max-upload-mb, --max-pixels and --max-output-pixels must be positive")
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=int(args.max_pixels),
+                    max_output_pixels=int(args.max_output_pixels), max_queue=int(args.max_queue))
+    app = create_app(weights=args.weights, device=args.device, upscale=args.upscale, fidelity=args.fidelity,
+                     detector=args.detector, limits=limits, ui=not args.api_only)
+    sock = bind_socket(args.host, args.port)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"mmrface: note: listening on {args.host}, reachable from other machines; "
+              f"there is no authentication", file=sys.stderr)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    where = "API at /v1/restore /v1/faces /v1/health" if args.api_only else \
+        "UI at /, API at /v1/restore /v1/faces /v1/health"
+    print(f"mmrface: serving on http://{shown}:{args.port}  ({where})", file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, log_level=args.log_level, workers=1)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind host:port ourselves so that a taken port is one clear line, not a server log."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UserError(f"--host {host!r}: cannot resolve ({exc.strerror})") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port") from None
+    sock.set_inheritable(True)
+    return sock
