@@ -1,0 +1,123 @@
+"""Paste restored face crops back into the (optionally up-scaled) photo.
+
+    out = paste_faces(rgb, restored, affines, upscale=2)
+
+Each crop goes back through the inverse of its alignment affine into the output frame (the
+photo enlarged `upscale` times with Lanczos, or a `background` you supply, e.g. from a
+super-resolution model). It is blended with a feathered mask: in the crop frame, the square is
+eroded by `3σ + 2` pixels and Gaussian-blurred with σ = size/48, so the mask falls smoothly to
+exactly zero before the crop's edge and neither a seam nor the box edge shows. Faces are
+composited one after another, each with its own mask (`out = m·face + (1-m)·out`), so overlapping
+faces never darken or double up. Only the region each face covers is touched: every pixel where
+the mask is zero keeps its background value bit for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from mmrface.pipeline.align import compose, inverse_affine, transform_points, warp_affine
+
+
+def output_size(height: int, width: int, upscale: float) -> tuple[int, int]:
+    """(height, width) of the output for an input of height x width enlarged `upscale` times."""
+    return max(1, round(height * upscale)), max(1, round(width * upscale))
+
+
+def upscale_image(img: np.ndarray, upscale: float) -> np.ndarray:
+    """Enlarge an HxW or HxWxC uint8 image `upscale` times (Lanczos); a copy when upscale == 1."""
+    h, w = img.shape[:2]
+    oh, ow = output_size(h, w, upscale)
+    if (oh, ow) == (h, w):
+        return img.copy()
+    interp = cv2.INTER_LANCZOS4 if upscale > 1 else cv2.INTER_AREA
+    return cv2.resize(img, (ow, oh), interpolation=interp)
+
+
+@functools.lru_cache(maxsize=8)
+def feather_mask(size: int) -> np.ndarray:
+    """Soft mask (size x size float32, read-only): 1 inside, falls to exactly 0 at the border."""
+    sigma = size / 48.0
+    erode = int(np.ceil(3 * sigma)) + 2
+    mask = np.zeros((size, size), np.float32)
+    mask[erode : size - erode, erode : size - erode] = 1.0
+    k = 2 * int(np.ceil(3 * sigma)) + 1
+    mask = cv2.GaussianBlur(mask, (k, k), sigma, borderType=cv2.BORDER_CONSTANT)
+    mask[mask < 1.0 / 1024] = 0.0
+    mask[mask > 1.0 - 1.0 / 1024] = 1.0
+    mask.setflags(write=False)
+    return mask
+
+
+def paste_faces(
+    rgb: np.ndarray,
+    restored_crops: np.ndarray | Sequence[np.ndarray],
+    affines: np.ndarray | Sequence[np.ndarray],
+    upscale: float = 1,
+    background: np.ndarray | None = None,
+    color_match: bool = False,
+    aligned_size: int | None = None,
+) -> np.ndarray:
+    """Blend restored crops (N x S x S x 3 uint8) into the photo (H x W x 3 uint8).
+
+    affines: N x 2 x 3 from `align_faces` (photo -> aligned-crop pixels). `aligned_size` is the
+    crop size used there, if it differs from the restored crops' size (a network may output a
+    larger face). Returns the output photo, round(H·upscale) x round(W·upscale) x 3 uint8.
+    `color_match` shifts each face's per-channel mean and std to those of the background under
+    its mask (useful when a model drifts in colour).
+    """
+    h, w = rgb.shape[:2]
+    oh, ow = output_size(h, w, upscale)
+    if background is None:
+        out = upscale_image(rgb, upscale)
+    else:
+        out = np.ascontiguousarray(background, dtype=np.uint8).copy()
+        if out.shape[:2] != (oh, ow):
+            out = cv2.resize(out, (ow, oh), interpolation=cv2.INTER_LANCZOS4)
+    if len(restored_crops) != len(affines):
+        raise ValueError(f"{len(restored_crops)} crops but {len(affines)} affines")
+    sx, sy = ow / w, oh / h
+    # output pixel -> photo pixel (pixel centres): x = (x_out + 0.5) / sx - 0.5
+    out_to_photo = np.array([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5]])
+    for crop, affine in zip(restored_crops, affines):
+        size = crop.shape[0]
+        k = size / float(aligned_size or size)
+        aligned_to_crop = np.array([[k, 0, 0.5 * k - 0.5], [0, k, 0.5 * k - 0.5]])
+        out_to_crop = compose(aligned_to_crop, compose(affine, out_to_photo))
+        _blend_one(out, np.asarray(crop), out_to_crop, color_match)
+    return out
+
+
+def _blend_one(out: np.ndarray, crop: np.ndarray, out_to_crop: np.ndarray, color_match: bool) -> None:
+    """Composite one crop into `out` in place, touching only the box the crop covers."""
+    size = crop.shape[0]
+    edge = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
+    corners = transform_points(edge, inverse_affine(out_to_crop))
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
+    x1 = min(int(np.ceil(corners[:, 0].max())) + 2, out.shape[1])
+    y1 = min(int(np.ceil(corners[:, 1].max())) + 2, out.shape[0])
+    if x1 <= x0 or y1 <= y0:
+        return  # the face lies entirely outside the output
+    roi_to_crop = compose(out_to_crop, np.array([[1.0, 0, x0], [0, 1.0, y0]]))
+    box = (x1 - x0, y1 - y0)
+    face = warp_affine(crop.astype(np.float32), roi_to_crop, box, cv2.BORDER_REPLICATE)
+    mask = warp_affine(feather_mask(size), roi_to_crop, box, cv2.BORDER_CONSTANT,
+                       interpolation=cv2.INTER_LINEAR)[:, :, None]  # linear: stays in [0, 1]
+    region = out[y0:y1, x0:x1].astype(np.float32)
+    if color_match:
+        face = _match_colour(face, region, mask[:, :, 0] > 0.5)
+    blended = np.clip(np.rint(region + mask * (face - region)), 0, 255)
+    out[y0:y1, x0:x1] = np.where(mask > 0, blended, region).astype(np.uint8)
+
+
+def _match_colour(face: np.ndarray, region: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Give `face` the per-channel mean and std of `region` over the pixels `inside`."""
+    if inside.sum() < 16:
+        return face
+    f, r = face[inside], region[inside]  # M x 3
+    scale = r.std(0) / np.maximum(f.std(0), 1e-3)
+    return (face - f.mean(0)) * scale + r.mean(0)

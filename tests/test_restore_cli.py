@@ -1,0 +1,111 @@
+"""End-to-end `mmrface restore` on real photos with a random-weight tiny model."""
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmrface.cli import main
+from mmrface.config import load_config
+from mmrface.models import build_model
+from mmrface.pipeline.imageio import read_image
+from mmrface.pipeline.restorer import Restorer
+from mmrface.weights import save_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+ASTRONAUT = ROOT / "assets" / "photos" / "astronaut.png"
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    cfg = load_config("tiny")
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    save_weights(path, build_model(cfg.model).state_dict(), cfg.to_dict())
+    return path
+
+
+def degraded_astronaut(scale: int = 4, quality: int = 40) -> np.ndarray:
+    rgb = np.asarray(Image.open(ASTRONAUT).convert("RGB"))
+    h, w = rgb.shape[:2]
+    small = cv2.resize(rgb, (w // scale, h // scale), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", small[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    small = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    return np.ascontiguousarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC))
+
+
+def test_restorer_finds_the_face_and_upscales(tiny_weights):
+    restorer = Restorer(tiny_weights, device="cpu", upscale=2)
+    lq = degraded_astronaut()
+    result = restorer.restore(lq)
+    assert len(result.faces) == 1
+    assert result.image.shape == (lq.shape[0] * 2, lq.shape[1] * 2, 3)
+    face = result.faces[0]
+    assert face.crop_lq.shape == face.crop_restored.shape == (64, 64, 3)
+    # far from the face the output is the Lanczos-upscaled input, untouched by the paste
+    corner_in = cv2.resize(lq, None, fx=2, fy=2, interpolation=cv2.INTER_LANCZOS4)[-100:, -100:]
+    assert np.array_equal(result.image[-100:, -100:], corner_in)
+    # the face region did change
+    x0, y0, x1, y1 = (face.box * 2).astype(int)
+    assert np.abs(result.image[y0:y1, x0:x1].astype(int) - cv2.resize(lq, None, fx=2, fy=2)[y0:y1, x0:x1]).mean() > 2
+
+
+def test_fidelity_changes_the_output(tiny_weights):
+    lq = degraded_astronaut()
+    restorer = Restorer(tiny_weights, device="cpu", upscale=1)
+    a = restorer.restore(lq, fidelity=0.0).faces[0].crop_restored
+    b = restorer.restore(lq, fidelity=1.0).faces[0].crop_restored
+    assert np.abs(a.astype(int) - b.astype(int)).max() > 0
+
+
+def test_cli_batch_with_bad_inputs(tmp_path, tiny_weights, capsys):
+    src = tmp_path / "in ü"  # unicode path
+    src.mkdir()
+    Image.fromarray(degraded_astronaut()).save(src / "astro.jpg", quality=90)
+    Image.fromarray(np.full((80, 120, 3), 200, np.uint8)).save(src / "blank.png")  # no face
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (src / "notes.txt").write_text("not an image")
+    shutil.copy(src / "notes.txt", src / "fake.jpg")
+    out = tmp_path / "out"
+    code = main(["restore", "-i", str(src), "-o", str(out), "-s", "2", "--weights", str(tiny_weights),
+                 "--compare", "--save-faces", "-q", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1  # some inputs failed
+    assert "broken.png" in err and "fake.jpg" in err and "Traceback" not in err
+    assert (out / "astro.jpg").is_file() and (out / "blank.png").is_file()  # the no-face photo is still written
+    assert "no face found in: blank.png" in err
+    assert read_image(out / "astro.jpg").rgb.shape == (1024, 1024, 3)
+    assert (out / "compare" / "astro.jpg").is_file()
+    assert sorted(p.name for p in (out / "faces").iterdir()) == ["astro_00_lq.png", "astro_00_restored.png"]
+    # a second run resumes: everything written is skipped, nothing overwritten
+    before = (out / "astro.jpg").stat().st_mtime_ns
+    main(["restore", "-i", str(src), "-o", str(out), "--weights", str(tiny_weights), "-q", "--device", "cpu"])
+    assert "2 skipped" in capsys.readouterr().err
+    assert (out / "astro.jpg").stat().st_mtime_ns == before
+
+
+def test_cli_never_overwrites_the_input(tmp_path, tiny_weights, capsys):
+    photo = tmp_path / "astro.png"
+    Image.fromarray(degraded_astronaut()).save(photo)
+    data = photo.read_bytes()
+    code = main(["restore", "-i", str(photo), "-o", str(tmp_path), "--weights", str(tiny_weights), "--overwrite",
+                 "--device", "cpu"])
+    assert code == 1
+    assert "overwrite the input" in capsys.readouterr().err
+    assert photo.read_bytes() == data
+
+
+def test_cli_aligned_input_and_errors(tmp_path, tiny_weights, capsys):
+    face = tmp_path / "face.png"
+    shutil.copy(ROOT / "tests" / "data" / "face128.png", face)
+    out = tmp_path / "out"
+    assert main(["restore", "-i", str(face), "-o", str(out), "--aligned", "-s", "1", "--weights", str(tiny_weights),
+                 "--ext", "webp", "--suffix", "_r", "--device", "cpu"]) == 0
+    assert read_image(out / "face_r.webp").rgb.shape == (128, 128, 3)
+    capsys.readouterr()
+    assert main(["restore", "-i", str(tmp_path / "missing"), "--weights", str(tiny_weights)]) == 2
+    assert capsys.readouterr().err.strip() == f"mmrface: error: input not found: {tmp_path / 'missing'}"
+    assert main(["restore", "-i", str(face), "--weights", str(tiny_weights), "-w", "3"]) == 2
+    assert main(["restore", "-i", str(face), "--weights", str(tmp_path / "nope.safetensors")]) == 2
