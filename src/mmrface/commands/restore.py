@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-w", "--fidelity", type=float, default=0.5,
                    help="0 = rely on the face prior, 1 = stay faithful to the input (default 0.5)")
     p.add_argument("--weights", default=None, help="registry name or weight file (see `mmrface weights list`)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="network runtime: torch, or onnx (ONNX Runtime, needs --onnx); auto = onnx when --onnx is given")
+    p.add_argument("--onnx", default=None, metavar="FILE", help="graph written by `mmrface export` (then --weights is unused)")
     p.add_argument("--aligned", action="store_true", help="inputs are already aligned face crops")
     p.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
     p.add_argument("--largest-face", action="store_true", help="restore only the largest face")
@@ -97,7 +100,7 @@ def run(args) -> int:
         raise UserError(f"no images found in {src}" + ("" if args.recursive else " (try --recursive)"))
     out_dir = Path(args.output).expanduser()
     restorer = Restorer(args.weights, device=args.device, upscale=args.upscale, detector=args.detector,
-                        fidelity=args.fidelity, batch_size=args.batch_size)
+                        fidelity=args.fidelity, batch_size=args.batch_size, backend=args.backend, onnx=args.onnx)
 
     summary, t0 = Summary(files=len(files)), time.perf_counter()
     progress = _progress(files, args.quiet)

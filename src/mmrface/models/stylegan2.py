@@ -9,7 +9,9 @@ priors load by converting keys and values, never by forking the network:
 * GFPGAN-clean (`upsample="bilinear"`, `equalized_lr=False`, `gain_mode="pre"`): bilinear x2 then a
   3x3 conv, weights stored effective, `leaky_relu(conv * sqrt(2) + noise + b)`.
 
-Modulated convs are grouped convs (the batch folded into groups) so the network exports to ONNX.
+Modulated convs are grouped convs (the batch folded into groups) so the network exports to ONNX;
+`set_fused_modconv(model, False)` switches them to the equivalent non-fused form (modulate the
+input, one shared conv weight, demodulate the output), whose exported graph has a dynamic batch.
 Index bookkeeping (see shared/layouts/README.md): `convs[2r]` (up-sampling) and `convs[2r+1]` run at
 2^(r+3) px and `to_rgbs[r]` follows them; noise i feeds conv1 (i=0), convs[2r] (i=2r+1) and
 convs[2r+1] (i=2r+2), its side is 2^((i+5)//2); latent j feeds conv1 (0), to_rgb1 (1), then
@@ -81,18 +83,22 @@ class ConstantInput(nn.Module):
 
 
 class ModulatedConv2d(nn.Module):
-    """Style-modulated conv, optionally demodulated and 2x up-sampling, as one grouped conv.
+    """Style-modulated conv, optionally demodulated and 2x up-sampling.
 
-    weight (out, in, k, k) is scaled per sample by the style s = A(w) (B, in), demodulated to
-    unit norm per output channel, then the batch is folded into conv groups.
+    weight (out, in, k, k) is scaled per sample by the style s = A(w) (B, in) and demodulated to
+    unit norm per output channel. `fused=True` (default): one grouped conv, the batch folded into the
+    groups (per-sample weights). `fused=False`: the same function as x * s, a conv with the one
+    shared weight, then * rsqrt(s^2 @ sum_k(w^2)^T + 1e-8) per (sample, output channel); its weight
+    is a constant, so exported graphs keep the batch dynamic and runtimes can pre-pack it.
     upsample: None | "bilinear" (interpolate then conv) | "blur" (transposed conv + FIR blur).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, style_dim: int,
-                 demodulate: bool = True, upsample: str | None = None, equalized_lr: bool = True):
+                 demodulate: bool = True, upsample: str | None = None, equalized_lr: bool = True,
+                 fused: bool = True):
         super().__init__()
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
-        self.demodulate, self.upsample = demodulate, upsample
+        self.demodulate, self.upsample, self.fused = demodulate, upsample, fused
         fan_in = in_channels * kernel_size * kernel_size
         self.w_mul = 1.0 / math.sqrt(fan_in) if equalized_lr else 1.0
         init_std = 1.0 if equalized_lr else 1.0 / math.sqrt(fan_in)
@@ -102,6 +108,8 @@ class ModulatedConv2d(nn.Module):
             self.register_buffer("blur_kernel", make_fir_kernel() * 4, persistent=False)
 
     def forward(self, x: Tensor, style: Tensor) -> Tensor:  # (B, in, H, W), (B, D) -> (B, out, H', W')
+        if not self.fused:
+            return self._forward_unfused(x, style)
         b, _, h, w = x.shape
         c, k, o = self.in_channels, self.kernel_size, self.out_channels  # python ints: static for ONNX
         s = self.modulation(style)[:, None, :, None, None]  # (B, 1, in, 1, 1); no reshape: ONNX-friendly
@@ -121,6 +129,32 @@ class ModulatedConv2d(nn.Module):
             h, w = 2 * h, 2 * w
         out = F.conv2d(x.reshape(1, b * c, h, w), weight.reshape(-1, c, k, k), padding=k // 2, groups=b)
         return out.reshape(b, o, h, w)
+
+    def _forward_unfused(self, x: Tensor, style: Tensor) -> Tensor:
+        """x * s -> conv with the shared weight -> * demod: no per-sample weights, any batch size."""
+        s = self.modulation(style)  # (B, in)
+        weight = self.weight * self.w_mul if self.w_mul != 1.0 else self.weight  # (out, in, k, k)
+        x = x * s[:, :, None, None]  # modulate before any up-sampling: fewer pixels, same result
+        if self.upsample == "blur":
+            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2, padding=0)  # (B, out, 2H+1, 2W+1)
+        else:
+            if self.upsample == "bilinear":
+                x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            out = F.conv2d(x, weight, padding=self.kernel_size // 2)  # (B, out, H', W')
+        if self.demodulate:  # sum_{i,k} (w_oik s_i)^2 = (s^2) @ (sum_k w_oik^2)^T
+            demod = torch.rsqrt(torch.matmul(s * s, weight.pow(2).sum([2, 3]).t()) + 1e-8)  # (B, out)
+            out = out * demod[:, :, None, None]
+        if self.upsample == "blur":
+            return upfirdn2d(out, self.blur_kernel, pad=(1, 1))  # (B, out, 2H, 2W)
+        return out
+
+
+def set_fused_modconv(model: nn.Module, fused: bool) -> int:
+    """Switch every ModulatedConv2d in `model` to the fused (grouped) or non-fused form; returns the count."""
+    convs = [m for m in model.modules() if isinstance(m, ModulatedConv2d)]
+    for m in convs:
+        m.fused = bool(fused)
+    return len(convs)
 
 
 class StyledConv(nn.Module):
