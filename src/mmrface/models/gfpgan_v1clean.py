@@ -17,6 +17,7 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmrface.models.mmrface_net import CodecPriorNet
 from mmrface.models.stylegan2 import StyleGAN2Generator, channel_table
 
 
@@ -87,7 +88,7 @@ class Decoder(nn.Module):
         return conditions, rgbs
 
 
-class GFPGANv1Clean(nn.Module):
+class GFPGANv1Clean(CodecPriorNet):
     """GFPGANv1Clean restorer: ResBlock U-Net + GFPGAN-clean StyleGAN2 prior with CS-SFT.
 
     Args mirror GFPGAN's `GFPGANv1Clean(out_size, num_style_feat, channel_multiplier, num_mlp,
@@ -108,19 +109,4 @@ class GFPGANv1Clean(nn.Module):
             raise ValueError("sft_half needs the U-Net to be exactly half as wide as the prior")
         self.encoder = Encoder(size, unet, self.prior.num_latent, style_dim)
         self.decoder = Decoder(size, unet, sft)
-
-    def forward(self, lq: Tensor, w: float | Tensor = 1.0, return_rgbs: bool = False,
-                noise_mode: str | None = None, noise: list[Tensor] | None = None):
-        """lq (B, 3, S, S) in [-1, 1] -> restored (B, 3, S, S); with `return_rgbs` also the pyramid RGBs."""
-        if lq.dim() != 4 or lq.shape[1] != 3 or lq.shape[-2:] != (self.size, self.size):
-            raise ValueError(f"expected input (B, 3, {self.size}, {self.size}), got {tuple(lq.shape)}")
-        codes, skips, feat = self.encoder(lq)
-        conditions, rgbs = self.decoder(feat, skips, return_rgbs)
-        image, _ = self.prior(codes, input_is_latent=True, conditions=conditions, fidelity=w,
-                              noise=noise, noise_mode=noise_mode)
-        return (image, rgbs) if return_rgbs else image
-
-    def parts(self) -> dict[str, nn.Module]:
-        """Named parts for parameter/FLOP reports."""
-        return {"encoder": self.encoder, "decoder": self.decoder, "prior": self.prior}
 

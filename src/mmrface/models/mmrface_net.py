@@ -18,11 +18,37 @@ from torch import nn
 from mmrface.models.codec import LightDecoder, MMRBEncoder
 from mmrface.models.stylegan2 import StyleGAN2Generator, channel_table
 
-# prior options consumed here or by the trainer, not by StyleGAN2Generator
-PRIOR_EXTRA = ("trainable", "init", "lr_mul")
+class CodecPriorNet(nn.Module):
+    """Shared forward of encoder -> (W+ codes, skips) -> decoder -> CS-SFT conditions -> prior.
+
+    Subclasses set `size`, `encoder` (lq -> codes, skips, feat), `decoder` (feat, skips,
+    return_rgbs -> conditions, rgbs) and `prior` (a StyleGAN2Generator). MMRFaceNet and the
+    GFPGANv1Clean baseline both run through it, so they restore through the same code path.
+    """
+
+    size: int
+
+    def forward(self, lq: torch.Tensor, w: float | torch.Tensor = 1.0, return_rgbs: bool = False,
+                noise_mode: str | None = None, noise: list[torch.Tensor] | None = None):
+        """lq (B, 3, S, S) in [-1, 1] -> restored (B, 3, S, S) in [-1, 1] (approximately; not clamped).
+
+        `w` is the fidelity weight (float or a (B,) tensor). With `return_rgbs` also returns the
+        decoder's intermediate RGB images (8 px … S), used by the pyramid loss.
+        """
+        if lq.dim() != 4 or lq.shape[1] != 3 or lq.shape[-2:] != (self.size, self.size):
+            raise ValueError(f"expected input (B, 3, {self.size}, {self.size}), got {tuple(lq.shape)}")
+        codes, skips, feat = self.encoder(lq)  # codes (B, num_latent, style_dim)
+        conditions, rgbs = self.decoder(feat, skips, return_rgbs)
+        image, _ = self.prior(codes, input_is_latent=True, conditions=conditions, fidelity=w,
+                              noise=noise, noise_mode=noise_mode)
+        return (image, rgbs) if return_rgbs else image
+
+    def parts(self) -> dict[str, nn.Module]:
+        """Named parts for parameter/FLOP reports."""
+        return {"encoder": self.encoder, "decoder": self.decoder, "prior": self.prior}
 
 
-class MMRFaceNet(nn.Module):
+class MMRFaceNet(CodecPriorNet):
     """The restorer network. All options are constructor arguments mirrored in the YAML config.
 
     Args:
@@ -75,21 +101,3 @@ class MMRFaceNet(nn.Module):
         for name, p in self.prior.named_parameters():
             p.requires_grad_(trainable and not name.startswith("mapping."))
 
-    def forward(self, lq: torch.Tensor, w: float | torch.Tensor = 1.0, return_rgbs: bool = False,
-                noise_mode: str | None = None, noise: list[torch.Tensor] | None = None):
-        """lq (B, 3, S, S) in [-1, 1] -> restored (B, 3, S, S) in [-1, 1] (approximately; not clamped).
-
-        `w` is the fidelity weight (float or a (B,) tensor). With `return_rgbs` also returns the
-        decoder's intermediate RGB images (8 px … S), used by the pyramid loss.
-        """
-        if lq.dim() != 4 or lq.shape[1] != 3 or lq.shape[-2:] != (self.size, self.size):
-            raise ValueError(f"expected input (B, 3, {self.size}, {self.size}), got {tuple(lq.shape)}")
-        codes, skips, feat = self.encoder(lq)  # codes (B, num_latent, style_dim)
-        conditions, rgbs = self.decoder(feat, skips, return_rgbs)
-        image, _ = self.prior(codes, input_is_latent=True, conditions=conditions, fidelity=w,
-                              noise=noise, noise_mode=noise_mode)
-        return (image, rgbs) if return_rgbs else image
-
-    def parts(self) -> dict[str, nn.Module]:
-        """Named parts for parameter/FLOP reports."""
-        return {"encoder": self.encoder, "decoder": self.decoder, "prior": self.prior}
