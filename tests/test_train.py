@@ -214,3 +214,26 @@ def test_validation_on_a_make_testset_folder(faces, tmp_path):
     assert all(np.isfinite(list(scores.values())))
     v.log(7, scores)
     assert (tmp_path / "val.csv").read_text().splitlines()[1].startswith("7,")
+
+
+def test_converted_rosinality_prior_frozen_in_training(faces, tmp_path):
+    """issue 9: a prior imported from a third-party fixture, frozen: bit-identical after training."""
+    from mmrface.cli import main
+    from mmrface.weights import load_weights
+
+    prior_file = tmp_path / "rosinality_prior.safetensors"
+    fixture = Path(__file__).parent / "fixtures" / "rosinality_tiny64_ckpt.pt"
+    assert main(["weights", "import", str(fixture), "-o", str(prior_file)]) == 0
+    prior_sd, _ = load_weights(prior_file)
+    # the MMRFaceNet prior section matching the fixture's generator (64 px, style 64, cm 2 x 1/16, FIR)
+    cfg = tiny(faces, tmp_path / "run", "model.size=64", "model.style_dim=64", "train.steps=3",
+               "model.prior={n_mlp: 2, channel_multiplier: 2, narrow: 0.0625, max_channels: 512, "
+               "upsample: blur, equalized_lr: true, gain_mode: post, trainable: false, "
+               f"init: '{prior_file}'}}")
+    trainer = Trainer(cfg, progress=False)
+    encoder_before = {k: v.clone() for k, v in trainer.G.encoder.state_dict().items()}
+    trainer.fit()
+    after = trainer.G.prior.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in prior_sd.items() if k in after)
+    assert set(prior_sd) == set(after)  # every converted tensor has its place in our prior
+    assert any(not torch.equal(v, trainer.G.encoder.state_dict()[k]) for k, v in encoder_before.items())
