@@ -92,8 +92,15 @@ def paste_faces(
     return out
 
 
+STRIP_ROWS = 256  # blend in horizontal strips: a face that fills a 12-MP photo at -s 2 stays in bounded memory
+
+
 def _blend_one(out: np.ndarray, crop: np.ndarray, out_to_crop: np.ndarray, color_match: bool) -> None:
-    """Composite one crop into `out` in place, touching only the box the crop covers."""
+    """Composite one crop into `out` in place, touching only the box the crop covers.
+
+    The box is processed in strips of STRIP_ROWS rows, so the float temporaries stay a few MB
+    however large the face is on the output.
+    """
     size = crop.shape[0]
     edge = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
     corners = transform_points(edge, inverse_affine(out_to_crop))
@@ -102,22 +109,38 @@ def _blend_one(out: np.ndarray, crop: np.ndarray, out_to_crop: np.ndarray, color
     y1 = min(int(np.ceil(corners[:, 1].max())) + 2, out.shape[0])
     if x1 <= x0 or y1 <= y0:
         return  # the face lies entirely outside the output
-    roi_to_crop = compose(out_to_crop, np.array([[1.0, 0, x0], [0, 1.0, y0]]))
-    box = (x1 - x0, y1 - y0)
-    face = warp_affine(crop.astype(np.float32), roi_to_crop, box, cv2.BORDER_REPLICATE)
-    mask = warp_affine(feather_mask(size), roi_to_crop, box, cv2.BORDER_CONSTANT,
-                       interpolation=cv2.INTER_LINEAR)[:, :, None]  # linear: stays in [0, 1]
-    region = out[y0:y1, x0:x1].astype(np.float32)
-    if color_match:
-        face = _match_colour(face, region, mask[:, :, 0] > 0.5)
-    blended = np.clip(np.rint(region + mask * (face - region)), 0, 255)
-    out[y0:y1, x0:x1] = np.where(mask > 0, blended, region).astype(np.uint8)
+    crop_f = crop.astype(np.float32)
+    strips = [(ys, min(ys + STRIP_ROWS, y1)) for ys in range(y0, y1, STRIP_ROWS)]
+
+    def warped(ys: int, ye: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        roi_to_crop = compose(out_to_crop, np.array([[1.0, 0, x0], [0, 1.0, ys]]))
+        box = (x1 - x0, ye - ys)
+        face = warp_affine(crop_f, roi_to_crop, box, cv2.BORDER_REPLICATE)
+        mask = warp_affine(feather_mask(size), roi_to_crop, box, cv2.BORDER_CONSTANT,
+                           interpolation=cv2.INTER_LINEAR)[:, :, None]  # linear: stays in [0, 1]
+        return face, mask, out[ys:ye, x0:x1].astype(np.float32)
+
+    stats = _colour_stats(warped, strips) if color_match else None
+    for ys, ye in strips:
+        face, mask, region = warped(ys, ye)
+        if stats is not None:
+            face = (face - stats[0]) * stats[1] + stats[2]
+        blended = np.clip(np.rint(region + mask * (face - region)), 0, 255)
+        out[ys:ye, x0:x1] = np.where(mask > 0, blended, region).astype(np.uint8)
 
 
-def _match_colour(face: np.ndarray, region: np.ndarray, inside: np.ndarray) -> np.ndarray:
-    """Give `face` the per-channel mean and std of `region` over the pixels `inside`."""
-    if inside.sum() < 16:
-        return face
-    f, r = face[inside], region[inside]  # M x 3
-    scale = r.std(0) / np.maximum(f.std(0), 1e-3)
-    return (face - f.mean(0)) * scale + r.mean(0)
+def _colour_stats(warped, strips) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(face mean, std ratio, region mean) per channel over the pixels inside the mask (> 0.5)."""
+    n, sums = 0, np.zeros((4, 3))  # face sum, face sum sq, region sum, region sum sq
+    for ys, ye in strips:
+        face, mask, region = warped(ys, ye)
+        inside = mask[:, :, 0] > 0.5
+        f, r = face[inside].astype(np.float64), region[inside].astype(np.float64)
+        n += len(f)
+        sums += [f.sum(0), (f * f).sum(0), r.sum(0), (r * r).sum(0)]
+    if n < 16:
+        return None
+    f_mean, r_mean = sums[0] / n, sums[2] / n
+    f_std = np.sqrt(np.maximum(sums[1] / n - f_mean**2, 0))
+    r_std = np.sqrt(np.maximum(sums[3] / n - r_mean**2, 0))
+    return f_mean, r_std / np.maximum(f_std, 1e-3), r_mean
