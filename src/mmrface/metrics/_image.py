@@ -61,5 +61,5 @@ def to_tensor(img: np.ndarray) -> "torch.Tensor":  # noqa: F821 (torch imported 
     import torch  # only the network metrics need torch; PSNR/SSIM/NIQE stay numpy-only
 
     check_image(img)
-    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float()
+    t = torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).float()
     return (t / 127.5 - 1.0).unsqueeze(0)
