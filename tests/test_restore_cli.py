@@ -10,6 +10,7 @@ from PIL import Image
 
 from mmrface.cli import main
 from mmrface.config import load_config
+from mmrface.errors import UserError
 from mmrface.models import build_model
 from mmrface.pipeline.imageio import read_image
 from mmrface.pipeline.restorer import Restorer
@@ -122,3 +123,12 @@ def test_bundled_weights_restore_better_than_the_input():
     out = restorer.restore(lq, aligned=True, fidelity=1.0).image
     assert out.shape == hq.shape
     assert psnr(out, hq) > psnr(lq, hq) + 2.0  # measured: 19.03 -> 23.03 dB
+
+
+def test_per_call_upscale_overrides_the_default(tiny_weights):
+    restorer = Restorer(tiny_weights, device="cpu", upscale=2)
+    lq = degraded_astronaut()
+    assert restorer.restore(lq, upscale=1).image.shape == lq.shape
+    assert restorer.restore(lq).image.shape == (1024, 1024, 3)
+    with pytest.raises(UserError, match="upscale must be"):
+        restorer.restore(lq, upscale=20)

@@ -154,16 +154,21 @@ class Restorer:
 
     def restore(self, rgb: np.ndarray, aligned: bool = False, only_center_face: bool = False,
                 largest_face: bool = False, fidelity: float | None = None, alpha: np.ndarray | None = None,
-                min_size: int = 0, faces: Sequence[Face] | None = None) -> RestoreResult:
+                min_size: int = 0, faces: Sequence[Face] | None = None,
+                upscale: float | None = None) -> RestoreResult:
         """Restore every face of `rgb` (uint8 HxWx3 RGB) and paste it back on the upscaled photo.
 
         With `aligned=True` the input is one aligned face crop: it is restored as a whole and the
         result is that face at (input size × upscale). `faces` skips detection (video tracking).
+        `fidelity` and `upscale` override the instance's defaults for this call.
         """
         rgb = _check_image(rgb)
+        upscale = self.upscale if upscale is None else float(upscale)
+        if not 1 <= upscale <= 8:
+            raise UserError(f"upscale must be in [1, 8], got {upscale}")
         grey = bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
         if aligned:
-            return self._restore_aligned(rgb, fidelity, grey)
+            return self._restore_aligned(rgb, fidelity, grey, upscale)
         if faces is None:
             faces = self.find_faces(rgb, only_center_face, largest_face, min_size)
         restored_faces: list[RestoredFace] = []
@@ -172,22 +177,22 @@ class Restorer:
             restored = self.restore_crops(crops, fidelity)
             if grey:
                 restored = _to_grey(restored)
-            image = paste_faces(rgb, restored, affines, upscale=self.upscale)
+            image = paste_faces(rgb, restored, affines, upscale=upscale)
             restored_faces = [RestoredFace(f.box, f.landmarks, f.score, c, r, a)
                               for f, c, r, a in zip(faces, crops, restored, affines)]
         else:
             image = paste_faces(rgb, np.zeros((0, self.size, self.size, 3), np.uint8), np.zeros((0, 2, 3)),
-                                upscale=self.upscale)
+                                upscale=upscale)
         return RestoreResult(image, restored_faces, _scale_alpha(alpha, image.shape[:2]))
 
-    def _restore_aligned(self, rgb: np.ndarray, fidelity: float | None, grey: bool) -> RestoreResult:
+    def _restore_aligned(self, rgb: np.ndarray, fidelity: float | None, grey: bool, upscale: float) -> RestoreResult:
         h, w = rgb.shape[:2]
         interp = cv2.INTER_AREA if max(h, w) > self.size else cv2.INTER_CUBIC
         crop = cv2.resize(rgb, (self.size, self.size), interpolation=interp) if (h, w) != (self.size,) * 2 else rgb
         restored = self.restore_crops(crop[None], fidelity)[0]
         if grey:
             restored = _to_grey(restored[None])[0]
-        out_w, out_h = round(w * self.upscale), round(h * self.upscale)
+        out_w, out_h = round(w * upscale), round(h * upscale)
         image = restored if (out_h, out_w) == restored.shape[:2] else cv2.resize(
             restored, (out_w, out_h), interpolation=cv2.INTER_LANCZOS4 if out_w > self.size else cv2.INTER_AREA)
         sx, sy = self.size / w, self.size / h

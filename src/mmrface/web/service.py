@@ -8,7 +8,6 @@ once `limits.max_queue` are waiting, a new request is refused with `Busy` (503) 
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from contextlib import contextmanager
@@ -53,7 +52,6 @@ class RestoreService:
         self._lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._pending = 0  # requests holding or waiting for the slot
-        self._restorers: dict[float, Restorer] = {float(restorer.upscale): restorer}
 
     # -- parameters ------------------------------------------------------------------------------
     def options(self, fidelity: object = None, upscale: object = None, aligned: object = None,
@@ -92,14 +90,13 @@ class RestoreService:
         """Restore every face of an uploaded photo (or the one aligned crop) with `opts`."""
         h, w = image.rgb.shape[:2]
         check_output_pixels(w, h, opts.upscale, Path(image.path).name, self.limits)
-        restorer = self._restorer_for(opts.upscale)
         with self.slot():
             faces = None
             if not opts.aligned and opts.detector != "auto":
                 faces = self._detect(image.rgb, opts)
-            return restorer.restore(image.rgb, aligned=opts.aligned, only_center_face=opts.only_center_face,
-                                    largest_face=opts.largest_face, fidelity=opts.fidelity, alpha=image.alpha,
-                                    faces=faces)
+            return self.restorer.restore(image.rgb, aligned=opts.aligned, only_center_face=opts.only_center_face,
+                                         largest_face=opts.largest_face, fidelity=opts.fidelity, alpha=image.alpha,
+                                         faces=faces, upscale=opts.upscale)
 
     def find_faces(self, image: LoadedImage, opts: RestoreOptions) -> list[Face]:
         """Detected faces (boxes, 5 landmarks, scores) in input-pixel coordinates."""
@@ -111,16 +108,6 @@ class RestoreService:
     def _detect(self, rgb, opts: RestoreOptions) -> list[Face]:
         return detect_faces(rgb, get_detector(opts.detector), only_center_face=opts.only_center_face,
                             largest_only=opts.largest_face)
-
-    def _restorer_for(self, upscale: float) -> Restorer:
-        """The shared Restorer with another output scale (a shallow copy: same network, detector)."""
-        key = float(upscale)
-        with self._count_lock:
-            if key not in self._restorers:
-                clone = copy.copy(self.restorer)
-                clone.upscale = key
-                self._restorers[key] = clone
-            return self._restorers[key]
 
     # -- status ----------------------------------------------------------------------------------
     def health(self) -> dict:
