@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmrface.errors import UserError
     from mmrface.evaluation import BicubicBaseline, ModelMethod, evaluate, write_report
     from mmrface.evaluation.methods import default_name
-    from mmrface.evaluation.report import fmt, machine_info, machine_line
+    from mmrface.evaluation.report import fmt, machine_info, machine_line, markdown_rows
 
     models = [w for w in (args.weights, args.ablation) if w]
     problem = check_weights(models)
@@ -116,10 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# machine: {machine_line(machine_info())}")
     print(f"# command: {command.strip()}")
     print(f"# fidelity {args.fidelity}; mean ± std over each set's faces; reports in {args.output}/<set>/")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for cells in rows:
-        print("| " + " | ".join(cells) + " |")
+    print(markdown_rows(header, rows))
     return 0
 
 

@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"{1 / per_face:.2f}" if per_face else "", f"{ratio:.2f}x" if ratio else "",
                  f"{r['rss_mib']:.0f}"] + ([f"{r.get('cuda_mib', 0):.0f}"] if has_cuda else [])
         table.append(cells)
-    from mmrface.evaluation.report import cpu_name
+    from mmrface.evaluation.report import cpu_name, markdown_rows
 
     threads = args.threads or torch.get_num_threads()
     print(f"# speed.py, {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
@@ -272,10 +272,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({REFERENCE_CONFIG.name}) at the same size")
     print(f"# medians of {args.repeats} runs after {args.warmup} warm-up; random weights unless --weights; "
           f"pipeline at -s {args.upscale:g}; each row in a fresh process")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for cells in table:
-        print("| " + " | ".join(cells) + " |")
+    print(markdown_rows(header, table))
     return 0
 
 

@@ -99,6 +99,11 @@ def markdown_table(report: dict[str, Any]) -> str:
         sec = meth.get("seconds_per_image")
         cells.append(f"{sec:.3f}" if sec is not None and meth["kind"] == "model" else "")
         rows.append(cells)
+    return markdown_rows(header, rows)
+
+
+def markdown_rows(header: list[str], rows: list[list[str]]) -> str:
+    """A plain markdown table (header, separator, one line per row) — shared by the benchmarks."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
