@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmrface.data import degrade_ops as ops
-from mmrface.data.degrade import Degradation, DegradationConfig
+from mmrface.data.degrade import Degradation, DegradationConfig, DegradationMix
 from mmrface.data.images import (ImageReadError, center_square, read_rgb, readable_images,
                                  resize_square)
 from mmrface.data.landmarks import component_boxes, load_landmarks, transform_entry
@@ -95,7 +95,7 @@ class FaceFolderDataset(_ImageFolder):
                  = "gfpgan", augment: bool = True, landmarks: str | Path | None = "auto",
                  seed: int = 0):
         super().__init__(root, size, seed)
-        if degradation is None or isinstance(degradation, Degradation):
+        if degradation is None or isinstance(degradation, (Degradation, DegradationMix)):
             self.degradation = degradation
         else:
             self.degradation = Degradation.from_config(degradation)

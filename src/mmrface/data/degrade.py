@@ -14,8 +14,13 @@ Presets (`PRESETS`), selectable by name and overridable by a dict (e.g. from YAM
           scale, grey noise p 0.2), JPEG q 60–100, colour jitter p 0.3, grey p 0.01
   heavy   as gfpgan with σ 1–15, ×4–30, JPEG q 30–80
   sr4/sr8 pure ×4 / ×8 bicubic down-sampling, then bicubic back up; nothing else
-`noise_gray_prob` 0.2 and the jitter amplitudes are our choices (DESIGN.md does not fix them).
+`noise_gray_prob` 0.2 and the jitter amplitudes are our choices.
 With `scale` < 1 (an up-sampling) `area` is replaced by `bilinear` in the record.
+
+A mixture `{"mix": {"gfpgan": 0.6, "heavy": 0.3, "sr8": 0.1}}` (each value a weight; a key is a
+preset name, or a component can be given as `{"weight": w, "preset": ..., <overrides>}`) draws
+one component per sample; its record is an ordinary record of that component, so replay,
+`degrade_torch` and the re-degradation loss need nothing new.
 """
 
 from __future__ import annotations
@@ -84,7 +89,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 def _as_range(name: str, value: Any) -> tuple[float, float]:
     if isinstance(value, (int, float)):
         return (float(value), float(value))
-    if isinstance(value, (list, tuple)) and len(value) == 2:
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         lo, hi = (float(v) for v in value)
         if lo > hi:
             raise UserError(f"degradation: {name} range {list(value)} has low > high")
@@ -114,6 +120,18 @@ def build_config(spec: str | Mapping[str, Any] | DegradationConfig | None = None
     if unknown:
         raise UserError(f"unknown degradation option(s) {unknown}; known: {sorted(fields)}")
     merged: dict[str, Any] = {**PRESETS.get(name, {}), **spec}
+    for key in ("kernel_size",):
+        if key in merged and (isinstance(merged[key], bool) or not isinstance(merged[key], int)):
+            raise UserError(f"degradation: {key} must be an integer, got {merged[key]!r}")
+    for key in (*_PROBS, "brightness", "contrast", "saturation", "hue"):
+        if key in merged and (isinstance(merged[key], bool) or not isinstance(merged[key], (int, float))):
+            raise UserError(f"degradation: {key} must be a number, got {merged[key]!r}")
+    if "kernel_prob" in merged:
+        kp = merged["kernel_prob"]
+        if not isinstance(kp, (list, tuple)) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                        for v in kp):
+            raise UserError(f"degradation: kernel_prob must be a list of numbers, got {kp!r}")
+        merged["kernel_prob"] = tuple(float(v) for v in kp)
     for key in _RANGES:
         if key in merged:
             merged[key] = _as_range(key, merged[key])
@@ -146,9 +164,12 @@ class Degradation:
 
     @classmethod
     def from_config(cls, spec: str | Mapping[str, Any] | DegradationConfig | None = None
-                    ) -> "Degradation":
-        """`Degradation.from_config("sr8")` or
-        `Degradation.from_config({"preset": "gfpgan", "scale": [1, 4]})`."""
+                    ) -> "Degradation | DegradationMix":
+        """`Degradation.from_config("sr8")`,
+        `Degradation.from_config({"preset": "gfpgan", "scale": [1, 4]})` or a mixture
+        `Degradation.from_config({"mix": {"gfpgan": 0.7, "heavy": 0.3}})`."""
+        if isinstance(spec, Mapping) and "mix" in spec:
+            return DegradationMix.from_spec(spec)
         return cls(build_config(spec))
 
     # ---------------------------------------------------------------- sampling
@@ -212,6 +233,49 @@ class Degradation:
         Returns the LQ image at the input size, uint8 for uint8 input (rounded), else float32.
         """
         return apply_record(hq, params)
+
+    def __call__(self, hq: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        params = self.sample(rng)
+        return self.apply(hq, params), params
+
+
+class DegradationMix:
+    """A weighted mixture of degradation models: each sample draws its component first."""
+
+    def __init__(self, components: list[Degradation], weights: list[float]):
+        w = np.asarray(weights, np.float64)
+        if len(components) != len(w) or not len(w) or (w < 0).any() or w.sum() <= 0:
+            raise UserError("degradation mix: give each component a weight >= 0, not all 0")
+        self.components, self.weights = components, w / w.sum()
+        self.config = components[0].config  # what callers that inspect one config see
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> "DegradationMix":
+        extra = sorted(set(spec) - {"mix"})
+        mix = spec["mix"]
+        if extra or not isinstance(mix, Mapping) or not mix:
+            raise UserError(f"degradation: a mixture is {{mix: {{preset: weight, ...}}}} and nothing else, "
+                            f"got {dict(spec)!r}")
+        comps, weights = [], []
+        for name, value in mix.items():
+            if isinstance(value, Mapping):
+                value = dict(value)
+                weight = value.pop("weight", 1.0)
+                value.setdefault("preset", name)
+                comps.append(Degradation(build_config(value)))
+            else:
+                weight = value
+                comps.append(Degradation(build_config(str(name))))
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+                raise UserError(f"degradation mix: the weight of {name!r} must be a number, got {weight!r}")
+            weights.append(float(weight))
+        return cls(comps, weights)
+
+    def sample(self, rng: np.random.Generator) -> dict:
+        k = int(rng.choice(len(self.components), p=self.weights))
+        return self.components[k].sample(rng)
+
+    apply = staticmethod(Degradation.apply)
 
     def __call__(self, hq: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         params = self.sample(rng)
