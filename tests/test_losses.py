@@ -15,7 +15,7 @@ from mmrface.losses.basic import downsample, l1_loss, pyramid_l1
 from mmrface.losses.component import ComponentDiscriminators, crop_boxes
 from mmrface.losses.identity import IdentityLoss, build_identity_loss, check_identity_config
 from mmrface.losses.perceptual import LPIPSLoss, PerceptualLoss, gram_matrix
-from mmrface.train.objectives import Objectives
+from mmrface.train.objectives import GenBatch, GenOutputs, Objectives
 
 
 @pytest.fixture(autouse=True)
@@ -248,7 +248,7 @@ def test_objectives_report_every_loss_and_compute_only_active_ones():
         assert line in text
     assert obj.percep is None and obj.lpips is None and obj.identity is None
     hq, out = _img(2, 32), _img(2, 32, seed=1).requires_grad_(True)
-    terms = obj.generator_terms(0, out, [], hq, hq, ["null", "null"], torch.tensor([True, True]), None, None, None)
+    terms = obj.generator_terms(0, GenOutputs(out), GenBatch(hq, hq, ["null", "null"], torch.tensor([True, True])))
     assert set(terms) == {"l1", "redegrade"}  # weight 0: not computed at all
     assert obj.total(terms).item() == pytest.approx(terms["l1"].item() + 0.5 * terms["redegrade"].item())
 
@@ -277,7 +277,8 @@ def test_adversarial_terms_reach_the_generator_output():
     comp.requires_grad_(False)
     hq, out = _img(2, 32), _img(2, 32, seed=1).requires_grad_(True)
     boxes = torch.tensor([[4.0, 8, 14, 18], [18, 8, 28, 18], [8, 18, 24, 30]]).expand(2, 3, 4)
-    terms = obj.generator_terms(0, out, [], hq, hq, ["null"] * 2, torch.tensor([True, True]), boxes, d, comp)
+    terms = obj.generator_terms(0, GenOutputs(out), GenBatch(hq, hq, ["null"] * 2, torch.tensor([True, True]), boxes),
+                                d, comp)
     assert set(terms) == {"gan", "component"}
     for name in ("gan", "component"):
         g = torch.autograd.grad(terms[name], out, retain_graph=True)[0]

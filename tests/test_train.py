@@ -148,7 +148,7 @@ def test_frozen_prior_is_loaded_logged_and_stays_bit_identical(faces, tmp_path):
     save_weights(path, prior.state_dict(), {"arch": "stylegan2", "size": 32, "style_dim": model_cfg["style_dim"],
                                             **prior_cfg})
     run = tmp_path / "frozen"
-    t = fit(tiny(faces, run, "train.steps=3", f"model.prior.init={path}", "model.prior.trainable=false"))
+    t = fit(tiny(faces, run, "train.steps=3", f"train.prior_init={path}", "model.prior.trainable=false"))
     assert all(torch.equal(v, prior.state_dict()[k]) for k, v in t.G.prior.state_dict().items())
     assert all(torch.equal(v, prior.state_dict()[k]) for k, v in t.ema.model.prior.state_dict().items())
     assert all(not p.requires_grad for p in t.G.prior.parameters())
@@ -228,8 +228,8 @@ def test_converted_rosinality_prior_frozen_in_training(faces, tmp_path):
     # the MMRFaceNet prior section matching the fixture's generator (64 px, style 64, cm 2 x 1/16, FIR)
     cfg = tiny(faces, tmp_path / "run", "model.size=64", "model.style_dim=64", "train.steps=3",
                "model.prior={n_mlp: 2, channel_multiplier: 2, narrow: 0.0625, max_channels: 512, "
-               "upsample: blur, equalized_lr: true, gain_mode: post, trainable: false, "
-               f"init: '{prior_file}'}}")
+               "upsample: blur, equalized_lr: true, gain_mode: post, trainable: false}",
+               f"train.prior_init={prior_file}")
     trainer = Trainer(cfg, progress=False)
     encoder_before = {k: v.clone() for k, v in trainer.G.encoder.state_dict().items()}
     trainer.fit()
@@ -237,3 +237,46 @@ def test_converted_rosinality_prior_frozen_in_training(faces, tmp_path):
     assert all(torch.equal(after[k], v) for k, v in prior_sd.items() if k in after)
     assert set(prior_sd) == set(after)  # every converted tensor has its place in our prior
     assert any(not torch.equal(v, trainer.G.encoder.state_dict()[k]) for k, v in encoder_before.items())
+
+
+def _scaled_l1(monkeypatch, factors):
+    """Make the l1 term `factors[call]` times larger on given calls (a finite blow-up)."""
+    calls = {"n": 0}
+    real_l1 = objectives.l1_loss
+
+    def l1(out, target):
+        calls["n"] += 1
+        return real_l1(out, target) * factors.get(calls["n"], 1.0)
+
+    monkeypatch.setattr(objectives, "l1_loss", l1)
+
+
+def test_finite_blow_up_stops_the_run_naming_the_loss_before_it_reaches_a_checkpoint(faces, tmp_path, monkeypatch):
+    _scaled_l1(monkeypatch, {k: 1e4 for k in range(6, 100)})
+    run = tmp_path / "blowup"
+    trainer = Trainer(tiny(faces, run, "train.steps=12", "train.ckpt_every=4", "train.divergence_patience=3"),
+                      progress=False)
+    with pytest.raises(NonFiniteLossError, match=r"loss 'l1' is .*x its running median .*3 steps in a row\) at step 8"):
+        trainer.fit()
+    # steps 6 and 7 were skipped, the checkpoint of step 4 is the one to resume from
+    assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [4]
+    assert "step 6 skipped: loss 'l1'" in (run / "run.log").read_text()
+
+
+def test_a_single_spike_is_skipped_and_training_goes_on(faces, tmp_path, monkeypatch):
+    _scaled_l1(monkeypatch, {5: 1e4})
+    t = fit(tiny(faces, tmp_path / "spike", "train.steps=8", "train.ckpt_every=100"))
+    assert len(t.history) == 8
+    assert "grad_norm" not in t.history[4] and all("grad_norm" in h for i, h in enumerate(t.history) if i != 4)
+
+
+def test_resume_refuses_a_changed_recipe_unless_allowed(faces, tmp_path):
+    run = tmp_path / "r"
+    fit(tiny(faces, run, "train.steps=2", "train.ckpt_every=2"))
+    with pytest.raises(UserError, match=r"data.batch_size, train.lr_g changed .*--allow-changes"):
+        Trainer(tiny(faces, run, "train.steps=4", "data.batch_size=1", "train.lr_g=0.001"), resume=True, progress=False)
+    longer = Trainer(tiny(faces, run, "train.steps=4"), resume=True, progress=False)  # more steps: always fine
+    assert longer.start == 2
+    allowed = Trainer(tiny(faces, run, "train.steps=4", "train.lr_g=0.001"), resume=True, progress=False,
+                      allow_changes=True)
+    assert allowed.start == 2

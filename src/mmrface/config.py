@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,65 +25,88 @@ from mmrface.errors import UserError
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
+def spec(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, lo: float | None = None,
+         hi: float | None = None, gt: float | None = None, choices: tuple | None = None) -> Any:
+    """A config field with its allowed range: `lo <= v <= hi`, `v > gt`, or `v in choices`.
+
+    The type comes from the annotation (int, float, bool, str, dict, `X | None`,
+    `tuple[float, float]`); `check_section` enforces both and names the key in its error.
+    """
+    meta = {"lo": lo, "hi": hi, "gt": gt, "choices": choices}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class DataConfig:
     train_root: str = "assets/faces"  # folder of aligned HQ faces (FFHQ-style); one line to change
     unpaired_root: str | None = None  # optional folder of real LQ faces for self-supervised fine-tuning
     val_root: str | None = None  # test set written by `make-testset`; None = seeded set from train_root
-    val_count: int = 4
-    degradation: dict = field(default_factory=lambda: {"preset": "gfpgan"})
+    val_count: int = spec(4, lo=0)  # validation pairs; 0 = every pair of data.val_root
+    degradation: dict = field(default_factory=lambda: {"preset": "gfpgan"})  # preset, overrides or {mix: ...}
     augment: bool = True
-    batch_size: int = 4
-    num_workers: int = 0
+    batch_size: int = spec(4, lo=1)
+    unpaired_batch_size: int = spec(0, lo=0)  # real LQ faces per step for the self-supervised terms; 0 = batch_size
+    num_workers: int = spec(0, lo=0)
 
 
 @dataclass
 class SelfSupConfig:
-    p_identity: float = 0.2  # probability that the clean HQ face is the input (HQ self-reconstruction)
-    p_identity_final: float = 0.0  # value reached at the end of the decay
-    p_identity_decay_steps: int = 10000
-    redegrade: float = 0.0  # weight of the re-degradation consistency loss
-    unpaired: float = 0.0  # weight of the low-pass consistency on unpaired real LQ faces
-    lowpass_scale: int = 8  # unpaired consistency compares both at 1/lowpass_scale resolution
-    mean_teacher: float = 0.0  # weight of the EMA-teacher pseudo-pair loss
+    p_identity: float = spec(0.2, lo=0, hi=1)  # probability that the clean HQ face is the input
+    p_identity_final: float = spec(0.0, lo=0, hi=1)  # value reached at the end of the decay
+    p_identity_decay_steps: int = spec(10000, lo=0)
+    redegrade: float = spec(0.0, lo=0)  # weight of the re-degradation consistency loss
+    unpaired: float = spec(0.0, lo=0)  # weight of the low-pass consistency on unpaired real LQ faces
+    lowpass_scale: int = spec(8, choices=(1, 2, 4, 8, 16, 32))  # compare at 1/lowpass_scale resolution
+    mean_teacher: float = spec(0.0, lo=0)  # weight of the EMA-teacher pseudo-pair loss
 
 
 @dataclass
 class LossConfig:
-    l1: float = 1.0
-    pyramid: float = 1.0
-    pyramid_until: int = 5000  # pyramid loss only for the first N iterations
-    perceptual: float = 0.0
-    style: float = 0.0
+    l1: float = spec(1.0, lo=0)
+    pyramid: float = spec(1.0, lo=0)
+    pyramid_until: int = spec(5000, lo=0)  # pyramid loss only for the first N iterations
+    perceptual: float = spec(0.0, lo=0)
+    style: float = spec(0.0, lo=0)
     perceptual_layers: dict | None = None  # VGG16 layer -> weight for perceptual/style; None = conv1_2..conv5_3
-    lpips: float = 0.0
-    lpips_net: str = "alex"  # alex | vgg (backbone of the LPIPS loss)
-    gan: float = 0.0
-    r1: float = 10.0
-    r1_every: int = 16
-    component: float = 0.0  # facial-component discriminators (eyes, mouth)
-    identity: float = 0.0
+    lpips: float = spec(0.0, lo=0)
+    lpips_net: str = spec("alex", choices=("alex", "vgg"))  # backbone of the LPIPS loss
+    gan: float = spec(0.0, lo=0)
+    r1: float = spec(10.0, lo=0)
+    r1_every: int = spec(16, lo=1)
+    component: float = spec(0.0, lo=0)  # facial-component discriminators (eyes, mouth)
+    identity: float = spec(0.0, lo=0)
     identity_weights: str | None = None  # ArcFace-ResNet18 file; identity loss is off without it
     selfsup: SelfSupConfig = field(default_factory=SelfSupConfig)
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000
-    lr_g: float = 2e-3
-    lr_d: float = 2e-3
-    betas: tuple[float, float] = (0.0, 0.99)
-    ema_decay: float = 0.999
+    steps: int = spec(1000, lo=1)
+    lr_g: float = spec(2e-4, gt=0, hi=1)  # codec (encoder + decoder) learning rate
+    lr_d: float = spec(2e-4, gt=0, hi=1)
+    prior_lr_mul: float = spec(1.0, gt=0, hi=100)  # prior learning rate = lr_g * prior_lr_mul
+    prior_init: str | None = None  # a converted StyleGAN2 prior (file or registry name) loaded first
+    betas: tuple[float, float] = spec((0.0, 0.99), lo=0, hi=0.9999)
+    warmup_steps: int = spec(0, lo=0)  # learning rates rise linearly from 0 over these steps
+    lr_schedule: str = spec("constant", choices=("constant", "cosine"))  # after the warm-up
+    lr_final: float = spec(0.1, lo=0, hi=1)  # cosine: the final learning rate, as a share of the peak
+    grad_clip: float = spec(0.0, lo=0)  # clip the generator's global gradient norm (0 = off)
+    divergence_factor: float = spec(20.0, lo=0)  # a loss above factor x its running median is a blow-up (0 = off)
+    divergence_window: int = spec(200, lo=10)  # steps in the running median
+    divergence_patience: int = spec(3, lo=1)  # blow-up steps in a row that stop the run (each one is skipped)
+    ema_decay: float = spec(0.999, lo=0, hi=1)
     ema_rampup: bool = True  # decay min(ema_decay, (1 + t) / (10 + t)) so short runs get a useful EMA
-    seed: int = 0
+    seed: int = spec(0, lo=0)
     out_dir: str = "runs/exp"
-    ckpt_every: int = 500
-    keep_last: int = 3
-    val_every: int = 500
-    log_every: int = 10
+    ckpt_every: int = spec(500, lo=1)
+    keep_last: int = spec(3, lo=1)
+    val_every: int = spec(500, lo=0)
+    log_every: int = spec(10, lo=1)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
-    fidelity_range: tuple[float, float] = (1.0, 1.0)  # w sampled per sample during training
+    fidelity_range: tuple[float, float] = spec((1.0, 1.0), lo=0, hi=1)  # w sampled per sample during training
 
 
 @dataclass
@@ -149,23 +173,87 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def _expected(type_name: str) -> str:
+    return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+            "dict": "a mapping", "tuple[float, float]": "a list of two numbers"}.get(type_name, type_name)
+
+
+def _coerce(type_name: str, value: Any) -> tuple[bool, Any]:
+    """(ok, value) for one annotation; numbers written as strings (`2e-4`, which YAML reads as a
+    string) are accepted for number fields."""
+    if type_name.endswith(" | None"):
+        return (True, None) if value is None else _coerce(type_name[: -len(" | None")], value)
+    if type_name == "bool":
+        return isinstance(value, bool), value
+    if type_name in ("int", "float"):
+        if isinstance(value, str):
+            try:
+                value = int(value) if type_name == "int" else float(value)
+            except ValueError:
+                return False, value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False, value
+        if type_name == "int":
+            return (isinstance(value, int) or float(value).is_integer()), int(value)
+        return math.isfinite(value), float(value)
+    if type_name == "str":
+        return isinstance(value, str), value
+    if type_name == "dict":
+        return isinstance(value, dict), value
+    if type_name == "tuple[float, float]":
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            return False, value
+        items = [_coerce("float", v) for v in value]
+        return all(ok for ok, _ in items), tuple(v for _, v in items)
+    return True, value
+
+
+def _check_value(key: str, f: dataclasses.Field, value: Any) -> Any:
+    ok, value = _coerce(str(f.type), value)
+    meta = f.metadata
+    if ok and value is not None:
+        items = value if isinstance(value, tuple) else (value,)
+        lo, hi, gt, choices = meta.get("lo"), meta.get("hi"), meta.get("gt"), meta.get("choices")
+        ok = all((lo is None or v >= lo) and (hi is None or v <= hi) and (gt is None or v > gt)
+                 and (choices is None or v in choices) for v in items)
+    if not ok:
+        want = _expected(str(f.type).replace(" | None", "")) + (" or null" if str(f.type).endswith("None") else "")
+        bounds = [f"one of {list(meta['choices'])}" if meta.get("choices") else "",
+                  f">= {meta['lo']:g}" if meta.get("lo") is not None else "",
+                  f"> {meta['gt']:g}" if meta.get("gt") is not None else "",
+                  f"<= {meta['hi']:g}" if meta.get("hi") is not None else ""]
+        rule = ", ".join(b for b in bounds if b)
+        raise UserError(f"config {key} = {value!r}: expected {want}{' (' + rule + ')' if rule else ''}")
+    return value
+
+
 def _build(cls, raw: dict, where: str):
     if not isinstance(raw, dict):
-        raise UserError(f"config section {where or 'top level'} must be a mapping")
+        raise UserError(f"config section {where or 'top level'} must be a mapping, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise UserError(f"unknown config key(s) in {where or 'top level'}: {unknown}; known: {sorted(fields)}")
     kwargs: dict[str, Any] = {}
     for name, value in raw.items():
-        default = getattr(cls(), name) if name in fields else None
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value or {}, f"{where}.{name}".strip("."))
-        elif isinstance(default, tuple) and isinstance(value, list):
-            kwargs[name] = tuple(value)
+        key = f"{where}.{name}".strip(".")
+        sub = fields[name].default_factory if fields[name].default_factory is not dataclasses.MISSING else None
+        sub_default = sub() if sub is not None else None
+        if dataclasses.is_dataclass(sub_default):
+            kwargs[name] = _build(type(sub_default), value or {}, key)
         else:
-            kwargs[name] = value
-    return cls(**kwargs)
+            kwargs[name] = _check_value(key, fields[name], value)
+    cfg = cls(**kwargs)
+    _check_relations(cfg, where)
+    return cfg
+
+
+def _check_relations(cfg: Any, where: str) -> None:
+    """Checks that involve two keys of one section."""
+    if isinstance(cfg, TrainConfig):
+        lo, hi = cfg.fidelity_range
+        if lo > hi:
+            raise UserError(f"config {where}.fidelity_range = {list(cfg.fidelity_range)}: low must be <= high")
 
 
 def config_from_dict(raw: dict, source: str | None = None) -> Config:
@@ -174,6 +262,12 @@ def config_from_dict(raw: dict, source: str | None = None) -> Config:
     cfg = _build(Config, raw, "")
     if not isinstance(cfg.model, dict) or "size" not in cfg.model:
         raise UserError("config `model:` must be a mapping with at least `size`")
+    from mmrface.data.degrade import Degradation
+
+    try:
+        Degradation.from_config(cfg.data.degradation)
+    except UserError as exc:
+        raise UserError(f"config data.degradation: {exc}") from None
     return cfg
 
 

@@ -17,6 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="config file or bundled name (tiny, small, 512, ...); with --resume and --out it "
                         "defaults to OUT/config.yaml")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the output folder")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="with --resume: continue even if the data, loss or optimiser settings or the world size "
+                        "changed since the checkpoint (the model must stay the same)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.steps=20 --set data.train_root=~/faces")
     p.add_argument("--out", default=None, help="output folder (overrides train.out_dir)")
@@ -43,5 +46,5 @@ def run(args) -> int:
         cfg.train.out_dir = str(args.out)
     from mmrface.train.trainer import train
 
-    train(cfg, resume=args.resume, progress=not args.no_progress)
+    train(cfg, resume=args.resume, progress=not args.no_progress, allow_changes=args.allow_changes)
     return 0

@@ -60,8 +60,8 @@ class MMRFaceNet(CodecPriorNet):
             `block_options` (MMRB options), `head_channels` (SFT head width; default = level width).
         prior: StyleGAN2Generator options (`n_mlp`, `channel_multiplier`, `narrow`, `max_channels`,
             `upsample`, `equalized_lr`, `gain_mode`, `noise_mode`, `lr_mlp`) plus `trainable`
-            (False freezes a pretrained prior), `init` (a prior to load, used by the trainer) and
-            `lr_mul` (learning-rate multiplier of the prior, used by the trainer).
+            (False freezes a pretrained prior). Which prior to load and its learning rate are
+            training settings (`train.prior_init`, `train.prior_lr_mul`), not network options.
     """
 
     def __init__(self, size: int = 512, style_dim: int = 512, sft_half: bool = True,
@@ -73,8 +73,8 @@ class MMRFaceNet(CodecPriorNet):
         prior = dict(prior or {})
         self.size, self.style_dim, self.sft_half = size, style_dim, sft_half
         self.prior_trainable = bool(prior.pop("trainable", True))
-        self.prior_init = prior.pop("init", None)
-        self.prior_lr_mul = float(prior.pop("lr_mul", 1.0))
+        for legacy in ("init", "lr_mul"):  # training keys that weight files before 0.2 embed; see train.prior_*
+            prior.pop(legacy, None)
 
         self.prior = StyleGAN2Generator(size, style_dim=style_dim, sft_half=sft_half, **prior)
         num_latent = self.prior.num_latent

@@ -8,6 +8,7 @@ the component discriminators, no unpaired folder) is a UserError, never a silent
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -19,6 +20,29 @@ from mmrface.losses import gan
 from mmrface.losses.basic import l1_loss, pyramid_l1
 from mmrface.losses.identity import build_identity_loss, check_identity_config
 from mmrface.losses.selfsup import lowpass_loss, p_identity_at, redegrade_loss
+
+@dataclass
+class GenBatch:
+    """The paired batch of a generator step (B, 3, S, S) and the unpaired real LQ faces, if used."""
+
+    hq: Tensor
+    lq: Tensor  # the observed LQ (also where the HQ self-reconstruction swapped it in)
+    params: Sequence[str]  # degradation records, JSON
+    not_swapped: Tensor  # (B,) bool: the input was the LQ (the re-degradation loss applies)
+    boxes: Tensor | None = None  # (B, 3, 4) eye / mouth boxes
+    u_lq: Tensor | None = None  # real LQ faces without ground truth
+
+
+@dataclass
+class GenOutputs:
+    """What the generator produced for a `GenBatch`."""
+
+    out: Tensor  # restorations of the paired LQ
+    rgbs: Sequence[Tensor] = ()  # decoder RGBs (pyramid loss)
+    u_out: Tensor | None = None  # restorations of the unpaired LQ
+    m_out: Tensor | None = None  # restorations of the mean-teacher pseudo LQ
+    m_target: Tensor | None = None  # the teacher's outputs they should match
+
 
 G_TERMS = ("l1", "pyramid", "perceptual", "style", "lpips", "identity", "gan", "component",
            "redegrade", "unpaired", "mean_teacher")
@@ -132,18 +156,14 @@ class Objectives(nn.Module):
     def p_identity(self, step: int) -> float:
         return p_identity_at(self.ss.p_identity, self.ss.p_identity_final, self.ss.p_identity_decay_steps, step)
 
-    def generator_terms(self, step: int, out: Tensor, rgbs: Sequence[Tensor], hq: Tensor, lq: Tensor,
-                        params: Sequence[str], not_swapped: Tensor, boxes: Tensor | None,
-                        d: nn.Module | None, comp: nn.Module | None,
-                        u_out: Tensor | None = None, u_lq: Tensor | None = None,
-                        m_out: Tensor | None = None, m_target: Tensor | None = None) -> dict[str, Tensor]:
-        """Unweighted terms of the active losses. out/hq/lq: the paired part (B, 3, S, S); u_*: the
-        unpaired real LQ faces and their restorations; m_*: mean-teacher student output and target."""
-        wt, terms = self.weights, {}
+    def generator_terms(self, step: int, outs: GenOutputs, batch: GenBatch, d: nn.Module | None = None,
+                        comp: nn.Module | None = None) -> dict[str, Tensor]:
+        """Unweighted terms of the active losses; `d` / `comp` are the (frozen) discriminators."""
+        wt, terms, out, hq = self.weights, {}, outs.out, batch.hq
         if wt["l1"] > 0:
             terms["l1"] = l1_loss(out, hq)
         if self.pyramid_on(step):
-            terms["pyramid"] = pyramid_l1(rgbs, hq)
+            terms["pyramid"] = pyramid_l1(outs.rgbs, hq)
         if self.percep is not None:
             percep, style = self.percep(out, hq)
             if percep is not None:
@@ -155,18 +175,18 @@ class Objectives(nn.Module):
         if self.identity is not None:
             terms["identity"] = self.identity(out, hq)
         if self.use_gan:
-            fakes = out if u_out is None else torch.cat([out, u_out])
+            fakes = out if outs.u_out is None else torch.cat([out, outs.u_out])
             terms["gan"] = gan.g_nonsaturating(d(fakes))
         if self.use_component:
-            logits = comp(out, boxes)
+            logits = comp(out, batch.boxes)
             terms["component"] = torch.stack([gan.g_nonsaturating(v) for v in logits.values()]).sum()
         if wt["redegrade"] > 0:
             with torch.autocast(out.device.type, enabled=False):  # the replay runs in float32
-                terms["redegrade"] = redegrade_loss(out, lq, params, not_swapped)
+                terms["redegrade"] = redegrade_loss(out, batch.lq, batch.params, batch.not_swapped)
         if self.use_unpaired:
-            terms["unpaired"] = lowpass_loss(u_out, u_lq, self.ss.lowpass_scale)
+            terms["unpaired"] = lowpass_loss(outs.u_out, batch.u_lq, self.ss.lowpass_scale)
         if self.use_mean_teacher:
-            terms["mean_teacher"] = l1_loss(m_out, m_target)
+            terms["mean_teacher"] = l1_loss(outs.m_out, outs.m_target)
         return terms
 
     def total(self, terms: dict[str, Tensor]) -> Tensor:

@@ -1,0 +1,22 @@
+"""Learning-rate schedule: linear warm-up, then constant or cosine decay to `lr_final` x peak.
+
+The factor is a pure function of the step, so a resumed run sets exactly the learning rates an
+uninterrupted one would have had (nothing to store in the checkpoint).
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def lr_factor(step: int, total: int, warmup: int = 0, schedule: str = "constant", final: float = 0.1) -> float:
+    """Multiplier of the peak learning rate at 0-based `step` of a `total`-step run."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    if schedule != "cosine":
+        raise ValueError(f"unknown lr schedule {schedule!r}")
+    span = max(total - warmup, 1)
+    t = min(max(step - warmup, 0) / span, 1.0)
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * t))

@@ -1,0 +1,52 @@
+"""Divergence guard and learning-rate schedule: finite blow-ups are caught, spikes skipped."""
+
+import math
+
+import pytest
+
+from mmrface.train.guard import DivergenceGuard
+from mmrface.train.schedule import lr_factor
+
+
+def test_guard_skips_a_spike_and_stops_a_blow_up_naming_the_loss():
+    g = DivergenceGuard(factor=20, window=50, patience=3)
+    for k in range(30):
+        assert g.check({"l1": 0.2 + 0.01 * (k % 3), "total": 0.5}).ok
+    spike = g.check({"l1": 9.0, "total": 0.5})
+    assert not spike.ok and not spike.stop and "loss 'l1' is 9" in spike.reason
+    assert g.check({"l1": 0.21, "total": 0.5}).ok  # one bad batch: skipped, the run goes on
+    assert g.history["l1"][-1] == 0.21 and 9.0 not in g.history["l1"]  # medians learn from accepted steps only
+    verdicts = [g.check({"l1": v, "total": 0.5}) for v in (413.0, 4e5, 4e11)]
+    assert [v.stop for v in verdicts] == [False, False, True]
+    assert "loss 'l1' is 4e+11" in verdicts[-1].reason and "3 steps in a row" in verdicts[-1].reason
+
+
+def test_guard_catches_a_blow_up_at_the_second_step_and_nan_at_once():
+    g = DivergenceGuard(factor=20, patience=1)
+    assert g.check({"l1": 0.8}).ok
+    assert g.check({"l1": 15.0}).ok  # 19x: large, but not a blow-up
+    assert g.check({"l1": 4260.0}).stop  # the 512 recipe's old step 3 (docs/training.md)
+    assert DivergenceGuard().check({"gan": math.nan}).stop
+    assert DivergenceGuard(factor=0).check({"gan": math.inf}).reason == "loss 'gan' is inf"
+    off = DivergenceGuard(factor=0)
+    assert off.check({"l1": 1.0}).ok and off.check({"l1": 1e9}).ok  # factor 0: NaN/inf only
+
+
+def test_guard_ignores_small_values_and_round_trips_its_state():
+    g = DivergenceGuard(factor=20, patience=2)
+    for _ in range(5):
+        g.check({"mean_teacher": 1e-5})
+    assert g.check({"mean_teacher": 5e-4}).ok  # 50x a near-zero median, but below the floor
+    h = DivergenceGuard(factor=20, patience=2)
+    h.load_state_dict(g.state_dict())
+    assert list(h.history["mean_teacher"]) == list(g.history["mean_teacher"]) and h.strikes == g.strikes
+
+
+def test_lr_schedule_warmup_then_cosine():
+    assert lr_factor(0, 100, warmup=10) == pytest.approx(0.1)
+    assert lr_factor(9, 100, warmup=10) == pytest.approx(1.0)
+    assert lr_factor(50, 100, warmup=10) == 1.0  # constant after the warm-up
+    f = [lr_factor(s, 110, warmup=10, schedule="cosine", final=0.05) for s in range(10, 111)]
+    assert f[0] == pytest.approx(1.0) and f[-1] == pytest.approx(0.05)
+    assert all(a >= b for a, b in zip(f, f[1:]))  # decays monotonically
+    assert f[50] == pytest.approx(0.525)  # half way: the mean of peak and final
