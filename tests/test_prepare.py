@@ -29,10 +29,11 @@ def test_prepare_folder(photo_folder, tmp_path, capsys):
     code = main(["prepare", "-i", str(photo_folder), "-o", str(out), "--size", "128"])  # MMOD fallback
     printed = capsys.readouterr().out
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["astronaut_0.png", "landmarks.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut_0.png", "landmarks.json", "skipped.json"]
     assert "wall.png: no face found" in printed
     assert "broken.jpg" in printed and "skipped" in printed
-    assert "prepared 1 face from 1 of 3 photos" in printed.splitlines()[-1]
+    assert "1 faces from 3 photos (1 new this run; skipped: no_face 1, unreadable 1" in printed.splitlines()[-1]
+    assert json.loads((out / "skipped.json").read_text()) == {"broken.jpg": "unreadable", "wall.png": "no_face"}
 
     crop = read_image(out / "astronaut_0.png").rgb
     assert crop.shape == (128, 128, 3)
@@ -68,5 +69,5 @@ def test_prepare_without_faces_or_images(tmp_path, capsys):
     assert "no images" in capsys.readouterr().err
     write_image(empty / "wall.png", np.full((80, 120, 3), 140, np.uint8))
     assert main(["prepare", "-i", str(empty), "-o", str(tmp_path / "o"), "--fallback", "none"]) == 1
-    assert "prepared 0 faces" in capsys.readouterr().out
+    assert "0 faces from 1 photos" in capsys.readouterr().out
     assert main(["prepare", "-i", str(tmp_path / "missing"), "-o", str(tmp_path / "o")]) == 2
