@@ -17,7 +17,7 @@ from mmrface.pipeline.align import (
 )
 from mmrface.pipeline.detect import detect_faces
 from mmrface.pipeline.imageio import read_image
-from mmrface.pipeline.paste import feather_mask, paste_faces, upscale_image
+from mmrface.pipeline.paste import FACE_ELLIPSE, face_mask, feather_mask, paste_faces, upscale_image
 
 PHOTOS = Path(__file__).resolve().parents[1] / "assets" / "photos"
 
@@ -203,7 +203,7 @@ def test_overlapping_faces(astronaut):
     assert abs(d.mean()) < 0.5 and np.abs(d).mean() < 2.5
     # flat crops: where the later one's mask is 1 it wins exactly; the earlier one shows elsewhere
     flat = np.stack([np.full((256, 256, 3), 200, np.uint8), np.full((256, 256, 3), 50, np.uint8)])
-    out = paste_faces(rgb, flat, affines)
+    out = paste_faces(rgb, flat, affines, mask="square")
     assert (out[inner[1]] == 50).all()
     assert (out[inner[0] & ~((coords[1] > -2) & (coords[1] < 258)).all(-1)] == 200).all()
 
@@ -241,3 +241,26 @@ def test_strip_blending_equals_one_pass(astronaut, monkeypatch, color_match):
     whole = paste_faces(rgb, tinted, affines, upscale=2, color_match=color_match)
     diff = np.abs(strips.astype(int) - whole.astype(int))
     assert diff.max() <= (1 if color_match else 0)  # colour stats summed per strip: float rounding only
+
+
+def test_face_mask_covers_the_face_and_leaves_the_crop_background_alone(astronaut):
+    """The default paste changes only the face region: the restored crop's own background (the
+    corners and sides of the aligned square) never replaces the photo's, so no box shows."""
+    m = face_mask(256)
+    assert m[0].max() == 0 and m[:, 0].max() == 0 and m[-1].max() == 0 and not m.flags.writeable
+    cx, cy, ax, ay = FACE_ELLIPSE
+    assert m[int(cy * 256), int(cx * 256)] == 1.0 and m[100:200, 80:176].min() > 0.99  # eyes to mouth
+    assert m[:40, :40].max() == 0 and m[:40, -40:].max() == 0  # the crop's top corners: background
+    rgb, landmarks = astronaut
+    crops, affines = align_faces(rgb, [landmarks], 256)
+    grey = np.full_like(crops, 128)  # a "restoration" that differs everywhere
+    coords = _crop_coords(rgb.shape, affines[0])
+    u = (coords + 0.5) / 256
+    outside = (((u[..., 0] - cx) / ax) ** 2 + ((u[..., 1] - cy) / ay) ** 2 > 2.0) & ((coords > 0) & (coords < 255)).all(-1)
+    centre = ((u > 0.4) & (u < 0.6)).all(-1)
+    face = paste_faces(rgb, grey, affines)
+    square = paste_faces(rgb, grey, affines, mask="square")
+    assert outside.sum() > 3000
+    assert np.array_equal(face[outside], rgb[outside])  # inside the square, outside the face: untouched
+    assert (face[centre] == 128).all() and (square[centre] == 128).all()
+    assert np.abs(square[outside].astype(int) - rgb[outside]).mean() > 8  # the old box (part of it feathered)

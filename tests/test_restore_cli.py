@@ -132,3 +132,41 @@ def test_per_call_upscale_overrides_the_default(tiny_weights):
     assert restorer.restore(lq).image.shape == (1024, 1024, 3)
     with pytest.raises(UserError, match="upscale must be"):
         restorer.restore(lq, upscale=20)
+
+
+class _Identity:
+    """A 'network' that returns its input: any change in the output is the pipeline's own."""
+
+    size = 64
+
+    def __call__(self, x, w):
+        return x
+
+
+def test_a_face_larger_than_the_model_is_never_downgraded(tmp_path, capsys, tiny_weights):
+    rgb = np.ascontiguousarray(np.asarray(Image.open(ASTRONAUT).convert("RGB")))
+    plain = cv2.resize(rgb, None, fx=2, fy=2, interpolation=cv2.INTER_LANCZOS4)
+    modes = {}
+    for policy in ("blend", "keep", "restore"):
+        result = Restorer(network=_Identity(), device="cpu", upscale=2, large_faces=policy).restore(rgb)
+        face = result.faces[0]
+        assert face.face_px > 150  # the astronaut's face spans ~171 px, the model makes 64
+        x0, y0, x1, y1 = (face.box * 2).astype(int)
+        modes[policy] = (face.mode, face.restored, np.abs(result.image[y0:y1, x0:x1].astype(int)
+                                                         - plain[y0:y1, x0:x1]).mean())
+    # keep: the photo itself; blend: the photo's own detail is kept (the model changed nothing);
+    # restore: the 64-px crop stretched over a 342-px face on the output, clearly blurred
+    assert modes["keep"][:2] == ("kept", False) and modes["keep"][2] == 0
+    assert modes["blend"][:2] == ("blended", True) and modes["blend"][2] < 1.0
+    assert modes["restore"][:2] == ("restored", True) and modes["restore"][2] > 4 * max(modes["blend"][2], 0.5)
+    # a face the model covers at full resolution is restored as before
+    small = cv2.resize(rgb, (64, 64), interpolation=cv2.INTER_AREA)
+    assert Restorer(network=_Identity(), device="cpu").restore(small, aligned=True).faces[0].mode == "restored"
+    # the CLI says per face what it did
+    photo = tmp_path / "a.png"
+    shutil.copy(ASTRONAUT, photo)
+    assert main(["restore", "-i", str(photo), "-o", str(tmp_path / "o"), "--weights", str(tiny_weights),
+                 "--device", "cpu", "--large-faces", "keep"]) == 0
+    err = capsys.readouterr().err
+    assert "a.png: face 1 spans 171 px, more than the 64-px model: kept as it is" in err
+    assert "0 face(s) restored, 1 kept as they were" in err

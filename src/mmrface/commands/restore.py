@@ -40,6 +40,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", default="auto", help="face detector backend (auto, dlib-hog, dlib-cnn, mtcnn)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--batch-size", type=int, default=4, help="faces per network call")
+    p.add_argument("--large-faces", default="blend", choices=["blend", "keep", "restore"],
+                   help="a face larger than the model's output: blend (default: the restoration's correction "
+                        "below the model's resolution, the photo's finer detail kept), keep it as it is, or "
+                        "restore it like any face")
+    p.add_argument("--force-restore", action="store_true", help="same as --large-faces restore")
+    p.add_argument("--paste-mask", default="face", choices=["face", "square"],
+                   help="blend only the face region (default) or the whole aligned square")
     p.add_argument("--ext", default="auto", choices=OUTPUT_EXTS, help="output format (auto = same as input)")
     p.add_argument("--suffix", default="", help="suffix added to output file names")
     p.add_argument("--recursive", "-r", action="store_true", help="search the input folder recursively")
@@ -56,11 +63,13 @@ class Summary:
     faces: int = 0
     no_face: list[str] = field(default_factory=list)
     skipped: int = 0
+    kept: int = 0  # faces kept as they were (larger than the model's output)
     errors: list[str] = field(default_factory=list)
 
     def report(self, seconds: float) -> str:
+        kept = f", {self.kept} kept as they were (--large-faces keep)" if self.kept else ""
         lines = [f"{self.files} file(s): {self.restored} written, {self.skipped} skipped (exist), "
-                 f"{len(self.errors)} failed; {self.faces} face(s) restored; "
+                 f"{len(self.errors)} failed; {self.faces} face(s) restored{kept}; "
                  f"{len(self.no_face)} file(s) with no face; {seconds:.1f} s"]
         if self.no_face:
             lines.append("no face found in: " + ", ".join(self.no_face[:10]) + (" ..." if len(self.no_face) > 10 else ""))
@@ -100,7 +109,8 @@ def run(args) -> int:
         raise UserError(f"no images found in {src}" + ("" if args.recursive else " (try --recursive)"))
     out_dir = Path(args.output).expanduser()
     restorer = Restorer(args.weights, device=args.device, upscale=args.upscale, detector=args.detector,
-                        fidelity=args.fidelity, batch_size=args.batch_size, backend=args.backend, onnx=args.onnx)
+                        fidelity=args.fidelity, batch_size=args.batch_size, backend=args.backend, onnx=args.onnx,
+                        paste_mask=args.paste_mask, large_faces="restore" if args.force_restore else args.large_faces)
 
     summary, t0 = Summary(files=len(files)), time.perf_counter()
     progress = _progress(files, args.quiet)
@@ -123,7 +133,11 @@ def run(args) -> int:
                                       largest_face=args.largest_face, alpha=img.alpha, min_size=args.min_face_size)
             write_image(dst, result.image, alpha=result.alpha, bit_depth=img.bit_depth if dst.suffix == ".png" else 8)
             summary.restored += 1
-            summary.faces += len(result.faces)
+            summary.faces += sum(f.restored for f in result.faces)
+            summary.kept += sum(not f.restored for f in result.faces)
+            for k, face in enumerate(result.faces):
+                if face.note:
+                    _say(progress, f"{path.name}: face {k + 1} {face.note}")
             if not result.faces:
                 summary.no_face.append(path.name)
             stem = dst.relative_to(out_dir).with_suffix("")

@@ -135,11 +135,21 @@ def align_faces(
     affines = np.zeros((len(points), 2, 3), np.float64)
     for k, lm in enumerate(points):
         affines[k] = estimate_affine(lm, size)
-        crop_to_image = inverse_affine(affines[k])
-        crops[k] = warp_affine(rgb, crop_to_image, (size, size), _BORDERS[border], GREY)
-        if border == "soft":
-            crops[k] = _soften_outside(crops[k], rgb, crop_to_image)
+        crops[k] = crop_with_affine(rgb, affines[k], size, border)
     return crops, affines
+
+
+def crop_with_affine(rgb: np.ndarray, affine: np.ndarray, size: int, border: str = "soft") -> np.ndarray:
+    """The `size` x `size` crop that the 2x3 `affine` (image -> crop pixels) cuts from `rgb`."""
+    crop_to_image = inverse_affine(affine)
+    crop = warp_affine(rgb, crop_to_image, (size, size), _BORDERS[border], GREY)
+    return _soften_outside(crop, rgb, crop_to_image) if border == "soft" else crop
+
+
+def rescale_affine(affine: np.ndarray, k: float) -> np.ndarray:
+    """The affine of the same crop resampled `k` times larger (pixel centres kept, as cv2.resize
+    does): image -> crop pixels at k x the size."""
+    return compose(np.array([[k, 0, 0.5 * k - 0.5], [0, k, 0.5 * k - 0.5]]), affine)
 
 
 def _soften_outside(crop: np.ndarray, rgb: np.ndarray, crop_to_image: np.ndarray) -> np.ndarray:
@@ -161,3 +171,10 @@ def _soften_outside(crop: np.ndarray, rgb: np.ndarray, crop_to_image: np.ndarray
     mean = rgb.reshape(-1, 3).mean(0).astype(np.float32)
     f += (mean - f) * fade_w
     return np.clip(np.rint(f), 0, 255).astype(np.uint8)
+
+
+def crop_extent(affine: np.ndarray, size: int) -> float:
+    """Side of an aligned `size` crop measured in photo pixels (size / the affine's scale): how
+    much real detail the photo holds for the face."""
+    a = np.asarray(affine, np.float64)[:, :2]
+    return float(size / np.sqrt(abs(np.linalg.det(a))))

@@ -4,9 +4,13 @@
 
 Each crop goes back through the inverse of its alignment affine into the output frame (the
 photo enlarged `upscale` times with Lanczos, or a `background` you supply, e.g. from a
-super-resolution model). It is blended with a feathered mask: in the crop frame, the square is
-eroded by `3σ + 2` pixels and Gaussian-blurred with σ = size/48, so the mask falls smoothly to
-exactly zero before the crop's edge and neither a seam nor the box edge shows. Faces are
+super-resolution model). It is blended with a soft mask in the crop frame. `mask="face"` (the default) covers only
+the face: an ellipse fitted to where the FFHQ alignment puts the face (forehead to chin, ear to
+ear; measured on the 68 landmarks of 2,551 aligned training faces: jaw x 0.23-0.76, brows at
+y 0.39, chin at 0.91 of the crop) with a Gaussian edge, so the restored crop's own background
+never shows as a box around the head. `mask="square"` is the whole square: eroded by `3σ + 2`
+pixels and blurred with σ = size/48. Both masks fall smoothly to exactly zero before the
+crop's edge, so no seam shows. Faces are
 composited one after another, each with its own mask (`out = m·face + (1-m)·out`), so overlapping
 faces never darken or double up. Only the region each face covers is touched: every pixel where
 the mask is zero keeps its background value bit for bit.
@@ -53,6 +57,34 @@ def feather_mask(size: int) -> np.ndarray:
     return mask
 
 
+#: The face ellipse in crop units (centre x, centre y, semi-axis x, semi-axis y) and its soft edge.
+FACE_ELLIPSE = (0.5, 0.58, 0.37, 0.43)
+FACE_EDGE = 1 / 24  # Gaussian sigma of the ellipse's edge, in crop units
+MASKS = ("face", "square")
+
+
+@functools.lru_cache(maxsize=8)
+def face_mask(size: int) -> np.ndarray:
+    """Soft face-region mask (size x size float32, read-only): the FACE_ELLIPSE, feathered, times
+    the square mask so that it is exactly 0 at the crop's border."""
+    cx, cy, ax, ay = (v * size for v in FACE_ELLIPSE)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    inside = ((((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2) <= 1.0).astype(np.float32)
+    sigma = FACE_EDGE * size
+    k = 2 * int(np.ceil(3 * sigma)) + 1
+    mask = cv2.GaussianBlur(inside, (k, k), sigma, borderType=cv2.BORDER_CONSTANT) * feather_mask(size)
+    mask[mask < 1.0 / 1024] = 0.0
+    mask[mask > 1.0 - 1.0 / 1024] = 1.0
+    mask.setflags(write=False)
+    return mask
+
+
+def crop_mask(size: int, kind: str = "face") -> np.ndarray:
+    if kind not in MASKS:
+        raise ValueError(f"mask must be one of {MASKS}, got {kind!r}")
+    return face_mask(size) if kind == "face" else feather_mask(size)
+
+
 def paste_faces(
     rgb: np.ndarray,
     restored_crops: np.ndarray | Sequence[np.ndarray],
@@ -61,6 +93,7 @@ def paste_faces(
     background: np.ndarray | None = None,
     color_match: bool = False,
     aligned_size: int | None = None,
+    mask: str = "face",
 ) -> np.ndarray:
     """Blend restored crops (N x S x S x 3 uint8) into the photo (H x W x 3 uint8).
 
@@ -68,8 +101,9 @@ def paste_faces(
     crop size used there, if it differs from the restored crops' size (a network may output a
     larger face). Returns the output photo, round(H·upscale) x round(W·upscale) x 3 uint8.
     `color_match` shifts each face's per-channel mean and std to those of the background under
-    its mask (useful when a model drifts in colour).
+    its mask (useful when a model drifts in colour). `mask`: "face" or "square" (module docstring).
     """
+    crop_mask(8, mask)  # validates the name
     h, w = rgb.shape[:2]
     oh, ow = output_size(h, w, upscale)
     if background is None:
@@ -88,14 +122,15 @@ def paste_faces(
         k = size / float(aligned_size or size)
         aligned_to_crop = np.array([[k, 0, 0.5 * k - 0.5], [0, k, 0.5 * k - 0.5]])
         out_to_crop = compose(aligned_to_crop, compose(affine, out_to_photo))
-        _blend_one(out, np.asarray(crop), out_to_crop, color_match)
+        _blend_one(out, np.asarray(crop), out_to_crop, color_match, mask)
     return out
 
 
 STRIP_ROWS = 256  # blend in horizontal strips: a face that fills a 12-MP photo at -s 2 stays in bounded memory
 
 
-def _blend_one(out: np.ndarray, crop: np.ndarray, out_to_crop: np.ndarray, color_match: bool) -> None:
+def _blend_one(out: np.ndarray, crop: np.ndarray, out_to_crop: np.ndarray, color_match: bool,
+               mask_kind: str = "face") -> None:
     """Composite one crop into `out` in place, touching only the box the crop covers.
 
     The box is processed in strips of STRIP_ROWS rows, so the float temporaries stay a few MB
@@ -116,7 +151,7 @@ def _blend_one(out: np.ndarray, crop: np.ndarray, out_to_crop: np.ndarray, color
         roi_to_crop = compose(out_to_crop, np.array([[1.0, 0, x0], [0, 1.0, ys]]))
         box = (x1 - x0, ye - ys)
         face = warp_affine(crop_f, roi_to_crop, box, cv2.BORDER_REPLICATE)
-        mask = warp_affine(feather_mask(size), roi_to_crop, box, cv2.BORDER_CONSTANT,
+        mask = warp_affine(crop_mask(size, mask_kind), roi_to_crop, box, cv2.BORDER_CONSTANT,
                            interpolation=cv2.INTER_LINEAR)[:, :, None]  # linear: stays in [0, 1]
         return face, mask, out[ys:ye, x0:x1].astype(np.float32)
 
