@@ -130,7 +130,7 @@ class Trainer:
         self.D = self.comp = None
         self.opt_d = self.opt_c = None
         if self.obj.use_gan:
-            from mmrface.commands.info import discriminator_for
+            from mmrface.models import discriminator_for
 
             self.D = discriminator_for(cfg.model).to(self.device)
             lr_d, betas_d = lazy_r1_adam(tc.lr_d, betas, lc.r1_every if lc.r1 > 0 else 0)
