@@ -39,6 +39,7 @@ class Server:
         self.cut_after: int | None = None
         self.ignore_range = False
         self.wrong_length: int | None = None
+        self.redirects: dict[str, str] = {}  # path -> path (302), like GitHub release downloads
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,6 +48,12 @@ class Server:
 
             def do_GET(self):
                 outer.requests.append({"path": self.path, "range": self.headers.get("Range")})
+                if self.path in outer.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", outer.url + outer.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = outer.files.get(self.path)
                 if body is None:
                     self.send_error(404, "Not Found")
@@ -143,6 +150,12 @@ def test_full_download_is_converted_once_and_indexed(gfpgan, server, home):
     n = len(server.requests)
     fetch("gfpgan-v1.4", progress=False, say=lambda m: None)  # already installed: no request
     assert len(server.requests) == n == 1
+    assert main(["weights", "verify", "gfpgan-v1.4"]) == 0
+    blob = bytearray(final.read_bytes())  # a damaged cache file is refused on load, not used
+    blob[-1] ^= 1
+    final.write_bytes(bytes(blob))
+    with pytest.raises(UserError, match="sha256 mismatch"):
+        load_model("gfpgan-v1.4")
 
 
 def test_cut_off_download_resumes_with_range(gfpgan, server, home):
@@ -155,6 +168,17 @@ def test_cut_off_download_resumes_with_range(gfpgan, server, home):
     fetch("gfpgan-v1.4", progress=False, say=lambda m: None)
     assert server.requests[-1]["range"] == "bytes=50000-"
     assert not part.exists() and cache.installed("gfpgan-v1.4") is not None
+
+
+def test_resume_follows_a_redirect_with_its_range(server, tmp_path):
+    data = os.urandom(200_000)
+    server.files["/objects/f.bin"] = data
+    server.redirects["/releases/f.bin"] = "/objects/f.bin"
+    dest = tmp_path / "f.bin"
+    dest.with_name("f.bin.part").write_bytes(data[:70_000])
+    download(server.url + "/releases/f.bin", dest, hashlib.sha256(data).hexdigest(), len(data), progress=False)
+    assert dest.read_bytes() == data
+    assert server.requests[-1] == {"path": "/objects/f.bin", "range": "bytes=70000-"}
 
 
 def test_server_that_ignores_range_gets_a_fresh_start(server, tmp_path):

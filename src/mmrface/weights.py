@@ -199,11 +199,13 @@ def load_weights(name_or_path: str | Path) -> tuple[dict[str, Tensor], dict[str,
         meta["config"] = json.loads(meta["config"])
         sd = load_file(str(path))
     else:
-        from mmrface.convert import convert_file
+        from mmrface.convert import DEFAULT_FIDELITY_OF_ARCH, convert_file
 
         conv = convert_file(path)
         sd, meta = conv.state_dict, {"config": {"model": conv.config}, "source_format": conv.source_format,
                                      "notes": conv.notes, "format": "converted on load"}
+        if conv.config["arch"] in DEFAULT_FIDELITY_OF_ARCH:  # as `weights import` records it
+            meta["default_fidelity"] = str(DEFAULT_FIDELITY_OF_ARCH[conv.config["arch"]])
     meta.update(sha256=sha, path=str(path))
     return sd, meta
 
