@@ -81,9 +81,9 @@ def _build(spec: dict):
     if spec.get("weights"):
         import torch
 
-        from mmrface.pipeline.restorer import load_network
+        from mmrface.models import RESTORERS, load_model
 
-        model, meta = load_network(spec["weights"], torch.device("cpu"))
+        model, meta = load_model(spec["weights"], arch=RESTORERS, device=torch.device("cpu"))
         return model, meta["config"]["model"], Path(str(spec["weights"])).stem
     from mmrface.models import build_model
 
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             for b in sorted({1, args.batch}):
                 r = run_isolated(time_network, {**ref, "device": device, "batch": b})
                 reference[b] = r["total"] / b
-                rows.append((device, "torch", "GFPGANv1Clean", f"network, batch {b}", r, 1.0))
+                rows.append((device, "torch", "GFPGANv1Clean (ours)", f"network, batch {b}", r, 1.0))
         for backend in backends:
             spec = {**base, "device": device, "backend": backend}
             for b in sorted({1, args.batch}):
@@ -268,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# machine: {cpu_name()}, {__import__('os').cpu_count()} cores, torch {torch.__version__} "
           f"on {threads} threads, {platform.platform()}")
     print(f"# command: python benchmarks/speed.py {' '.join(sys.argv[1:] if argv is None else argv)}")
-    print(f"# {ours_label}: {ours_cfg.get('arch', 'mmrface')} at {ours_cfg['size']} px; GFPGANv1Clean "
-          f"({REFERENCE_CONFIG.name}) at the same size")
+    print(f"# {ours_label}: {ours_cfg.get('arch', 'mmrface')} at {ours_cfg['size']} px; GFPGANv1Clean (ours) = our "
+          f"re-implementation ({REFERENCE_CONFIG.name}), not GFPGAN's own code, at the same size")
     print(f"# medians of {args.repeats} runs after {args.warmup} warm-up; random weights unless --weights; "
           f"pipeline at -s {args.upscale:g}; each row in a fresh process")
     print(markdown_rows(header, table))

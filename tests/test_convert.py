@@ -19,7 +19,7 @@ from mmrface.models.arcface import ArcFaceResNet, load_arcface
 from mmrface.models.gfpgan_v1clean import GFPGANv1Clean
 from mmrface.models.ops import make_fir_kernel
 from mmrface.models.stylegan2 import StyleGAN2Generator
-from mmrface.weights import build_from_weights
+from mmrface.models import load_model
 
 HERE = Path(__file__).resolve().parent
 FIX, LAYOUTS = HERE / "fixtures", HERE / "layouts"
@@ -71,7 +71,7 @@ def test_gfpgan_v1clean_parity_through_safetensors(tmp_path):
     """CLI import -> safetensors -> rebuilt from the file alone -> GFPGAN's outputs (image and pyramid)."""
     out = tmp_path / "gfpgan_tiny.safetensors"
     assert main(["weights", "import", str(FIX / "gfpgan_v1clean_tiny64_ckpt.pth"), "-o", str(out)]) == 0
-    model, meta = build_from_weights(out)
+    model, meta = load_model(out)
     assert isinstance(model, GFPGANv1Clean) and meta["config"]["model"]["arch"] == "gfpgan_v1clean"
     io = fixture_io("gfpgan_v1clean_tiny64")
     img, rgbs = model(io["x"], return_rgbs=True)  # stored noise buffers = noise_mode "const" (the default)
@@ -287,7 +287,7 @@ def test_full_size_gfpgan_v14_real_import(tmp_path):
     src, out = tmp_path / "GFPGANv1.4.pth", tmp_path / "gfpgan_v1.4.safetensors"
     torch.save({"params_ema": synth("gfpgan_GFPGANv1Clean_512_cm2", meta=False)}, src)
     assert main(["weights", "import", str(src), "-o", str(out)]) == 0
-    model, meta = build_from_weights(out)
+    model, meta = load_model(out)
     assert isinstance(model, GFPGANv1Clean) and model.size == 512
     src_sd = torch.load(src, weights_only=True)["params_ema"]
     ours = model.state_dict()

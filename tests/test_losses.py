@@ -267,7 +267,7 @@ def test_objectives_refuse_a_loss_whose_input_is_missing(tmp_path):
 
 
 def test_adversarial_terms_reach_the_generator_output():
-    from mmrface.commands.info import discriminator_for
+    from mmrface.models import discriminator_for
     from mmrface.losses.component import ComponentDiscriminators
 
     cfg = _cfg("loss.gan=0.1", "loss.component=0.5", "loss.l1=0", "loss.pyramid=0")

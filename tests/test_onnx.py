@@ -14,9 +14,9 @@ from mmrface.convert import convert_file
 from mmrface.errors import UserError
 from mmrface.export.onnx import read_onnx_metadata
 from mmrface.export.ort_backend import OrtNetwork
-from mmrface.models import build_model
+from mmrface.models import build_model, load_model
 from mmrface.models.stylegan2 import StyleGAN2Generator, set_fused_modconv
-from mmrface.pipeline.restorer import Restorer, load_network
+from mmrface.pipeline.restorer import Restorer
 from mmrface.weights import file_sha256, save_weights
 
 FIX = Path(__file__).resolve().parent / "fixtures"
@@ -38,7 +38,7 @@ def exported(tmp_path_factory):
     fixed, dynamic = d / "tiny_b1.onnx", d / "tiny_dyn.onnx"
     assert main(["export", "--weights", str(weights), "--format", "onnx", "-o", str(fixed), "--size", "64"]) == 0
     assert main(["export", "--weights", str(weights), "-o", str(dynamic), "--dynamic-batch"]) == 0
-    torch_model, _ = load_network(weights, torch.device("cpu"))
+    torch_model, _ = load_model(weights)
     return {"weights": weights, "fixed": fixed, "dynamic": dynamic, "model": torch_model}
 
 
@@ -88,7 +88,7 @@ def test_metadata(exported):
 
 def test_zero_noise_and_fused_export(exported, tmp_path, capsys):
     out = tmp_path / "zero.onnx"
-    assert main(["export", "-w", str(exported["weights"]), "-o", str(out), "--noise", "zero",
+    assert main(["export", "--weights", str(exported["weights"]), "-o", str(out), "--noise", "zero",
                  "--fused-modconv", "--batch", "2", "--opset", "16"]) == 0
     assert "max |onnxruntime - torch|" in capsys.readouterr().out
     net = OrtNetwork(out)
@@ -139,9 +139,9 @@ def test_bad_files_one_line_errors(exported, tmp_path, capsys):
         OrtNetwork(exported["dynamic"])(torch.zeros(1, 3, 32, 32), 0.5)
     # CLI: wrong --size, bad weights file
     capsys.readouterr()
-    for argv, match in [(["export", "-w", str(exported["weights"]), "--size", "128", "-o", str(tmp_path / "a.onnx")],
+    for argv, match in [(["export", "--weights", str(exported["weights"]), "--size", "128", "-o", str(tmp_path / "a.onnx")],
                          "does not match the model's size 64"),
-                        (["export", "-w", str(garbage), "-o", str(tmp_path / "b.onnx")], "garbage.onnx")]:
+                        (["export", "--weights", str(garbage), "-o", str(tmp_path / "b.onnx")], "garbage.onnx")]:
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("mmrface: error:") and "\n" not in err and match in err

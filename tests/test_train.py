@@ -84,7 +84,7 @@ def test_resume_is_bit_exact_on_cpu(faces, tmp_path):
 
 def test_cli_train_writes_a_checkpoint_the_restorer_loads(faces, tmp_path, capsys):
     from mmrface.cli import main
-    from mmrface.pipeline.restorer import load_network
+    from mmrface.models import load_model
 
     out = tmp_path / "cli"
     rc = main(["train", "--config", "configs/tiny.yaml", "--set", "train.steps=20", "--set",
@@ -101,7 +101,7 @@ def test_cli_train_writes_a_checkpoint_the_restorer_loads(faces, tmp_path, capsy
     assert all(float(r.split(",")[1]) > 5 and 0 < float(r.split(",")[2]) < 1.5 for r in rows[1:])
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [20]  # ckpt_every 100: the final one
     assert not list(out.rglob("*.tmp*"))
-    model, meta = load_network(out / "latest_ema.safetensors", torch.device("cpu"))
+    model, meta = load_model(out / "latest_ema.safetensors")
     assert model.size == 64 and meta["step"] == "20"
     ema = {k[len("g_ema."):]: v for k, v in _weights(out, 20).items() if k.startswith("g_ema.")}
     assert all(torch.equal(model.state_dict()[k], v) for k, v in ema.items())

@@ -12,8 +12,9 @@ import yaml
 from mmrface.cli import main
 from mmrface.convert import convert_file
 from mmrface.errors import UserError
+from mmrface.models import load_model
 from mmrface.models.stylegan2 import StyleGAN2Generator
-from mmrface.weights import (build_from_weights, file_sha256, load_prior, load_weights, prior_config,
+from mmrface.weights import (file_sha256, load_prior, load_weights, prior_config,
                              read_metadata, registry, resolve_weights, save_weights, verify_file)
 
 FIX = Path(__file__).resolve().parent / "fixtures"
@@ -52,7 +53,7 @@ def test_save_load_roundtrip_rebuilds_model(tmp_path, tiny_gen):
     sd, info = load_weights(path)
     assert info["config"] == {"model": cfg} and info["sha256"] == sha
     assert all(torch.equal(sd[k], v) for k, v in tiny_gen.state_dict().items())
-    model, _ = build_from_weights(path)  # the file alone rebuilds the network
+    model, _ = load_model(path)  # the file alone rebuilds the network
     z = torch.randn(2, 32)
     with torch.no_grad():
         assert torch.equal(model(z)[0], tiny_gen(z)[0])

@@ -1,6 +1,6 @@
 """Convert third-party StyleGAN2 / GFPGAN checkpoints into our key layout (shapes and values exact).
 
-Supported sources (layouts in shared/layouts/README.md), auto-detected from their keys:
+Supported sources (layouts in tests/layouts/README.md), auto-detected from their keys:
 
 * `rosinality`     stylegan2-pytorch `Generator` (`g_ema` [+ `latent_avg`], also `550000.pt`)
 * `basicsr`        BasicSR `StyleGAN2Generator` (GFPGAN's `StyleGAN2_512_Cmul1_..._800k.pth`)
@@ -27,7 +27,7 @@ from torch import Tensor
 
 from mmrface.errors import UserError
 from mmrface.models.ops import make_fir_kernel
-from mmrface.models.stylegan2 import BASE_CHANNELS, StyleGAN2Generator, channel_table
+from mmrface.models.stylegan2 import BASE_CHANNELS, channel_table
 
 FORMATS = ("gfpgan-clean", "gfpgan-v1clean", "basicsr", "rosinality", "arcface", "mmrface")
 RESAVE_HINT = ("python -c \"import torch; c=torch.load('{src}', weights_only=False); c.pop('args', None); "
@@ -254,14 +254,11 @@ def infer_generator_config(sd: dict[str, Tensor]) -> dict[str, Any]:
 
 
 def _target_state(config: dict[str, Any]) -> dict[str, Tensor]:
-    """Our model's state dict on the meta device (keys and shapes, no memory)."""
-    from mmrface.models.arcface import ArcFaceResNet
-    from mmrface.models.gfpgan_v1clean import GFPGANv1Clean
+    """Our model's state dict on the meta device (keys and shapes, no memory), built by the registry."""
+    from mmrface.models import build_model
 
-    archs = {"stylegan2": StyleGAN2Generator, "gfpgan_v1clean": GFPGANv1Clean, "arcface": ArcFaceResNet}
-    cfg = {k: v for k, v in config.items() if k != "arch"}
     with torch.device("meta"):
-        model = archs[config["arch"]](**cfg)
+        model = build_model(config)
     return model.state_dict()
 
 
@@ -346,6 +343,38 @@ def convert_state(obj: Any, fmt: str = "auto", name: str = "checkpoint") -> Conv
     desc = ", ".join(f"{k}={v}" for k, v in config.items() if k != "arch")
     found = f"{fmt} {config['arch']} ({desc}); {where}; {len(sd)} tensors -> {len(out)}"
     return Converted(out, config, fmt, found, notes)
+
+
+# The fidelity w that reproduces the original network: GFPGAN's own code runs its SFT at full strength.
+DEFAULT_FIDELITY_OF_ARCH = {"gfpgan_v1clean": 1.0}
+
+
+def import_checkpoint(src: str | Path, out: str | Path, fmt: str = "auto",
+                      extra_meta: dict[str, Any] | None = None) -> tuple[Converted, str]:
+    """Convert `src` and write it as our safetensors `out` (temp name, then renamed); returns (conversion, sha256).
+
+    The file's metadata records the source (format, file name, sha256), the conversion notes and,
+    for architectures with one, the default fidelity that reproduces the original network.
+    """
+    import os
+
+    from mmrface.weights import file_sha256, save_weights
+
+    out = Path(out)
+    conv = convert_file(src, fmt)
+    meta: dict[str, Any] = {"source_format": conv.source_format, "source_file": Path(src).name,
+                            "source_sha256": file_sha256(src), "notes": conv.notes}
+    if conv.config["arch"] in DEFAULT_FIDELITY_OF_ARCH:
+        meta["default_fidelity"] = str(DEFAULT_FIDELITY_OF_ARCH[conv.config["arch"]])
+    meta.update(extra_meta or {})
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        sha = save_weights(tmp, conv.state_dict, {"model": conv.config}, meta)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return conv, sha
 
 
 def convert_file(path: str | Path, fmt: str = "auto") -> Converted:

@@ -2,10 +2,13 @@
 
 * Registry entries (YAML: `weights_dir` + a `weights:` list of name, file, size, sha256, config,
   licence, trained_on) come from the bundled `weights_registry.yaml` (files under
-  `mmrface/weights/`) and from the user's `~/.config/mmrface/weights.yaml`, or the file named by
-  `$MMRFACE_WEIGHTS_REGISTRY`. Later files override earlier ones by name.
+  `mmrface/weights/`), from the index of checkpoints fetched by `mmrface weights fetch`
+  (`weights.yaml` in the cache, see `mmrface.hub.cache`) and from the user's
+  `~/.config/mmrface/weights.yaml`, or the file named by `$MMRFACE_WEIGHTS_REGISTRY`. Later files
+  override earlier ones by name.
 * `save_weights` writes safetensors whose metadata holds the model config (JSON), so a weight file
-  alone rebuilds its network; `load_weights` reads those, or converts a third-party .pth/.pt.
+  alone rebuilds its network (`mmrface.models.load_model`); `load_weights` reads those, or
+  converts a third-party .pth/.pt.
 * Files resolved through the registry are verified against their sha256 before use.
 
 Inference code: nothing here imports training code.
@@ -46,8 +49,12 @@ class WeightsEntry:
 
 
 def registry_files() -> list[Path]:
-    """The registries in effect: the bundled one, then the user's ($MMRFACE_WEIGHTS_REGISTRY or ~/.config)."""
+    """The registries in effect: bundled, fetched (the cache index), the user's ($MMRFACE_WEIGHTS_REGISTRY or ~/.config)."""
+    from mmrface.hub.cache import index_path
+
     files = [BUNDLED_REGISTRY] if BUNDLED_REGISTRY.is_file() else []
+    if index_path().is_file():
+        files.append(index_path())
     user = os.environ.get("MMRFACE_WEIGHTS_REGISTRY")
     if user:
         if not Path(user).expanduser().is_file():
@@ -117,8 +124,14 @@ def resolve_weights(name_or_path: str | Path) -> Path:
     entries = registry()
     entry = entries.get(str(name_or_path))
     if entry is None:
+        from mmrface.hub.catalog import catalog
+
+        if str(name_or_path) in catalog():
+            raise UserError(f"weights {str(name_or_path)!r} are published but not installed: run "
+                            f"`mmrface weights fetch {name_or_path}` (or `mmrface weights import FILE`)")
         known = ", ".join(sorted(entries)) or "none registered"
-        raise UserError(f"weights {str(name_or_path)!r}: no such file and not a registry name (known: {known})")
+        raise UserError(f"weights {str(name_or_path)!r}: no such file and not a registry name (known: {known}; "
+                        f"published: `mmrface weights list --remote`)")
     if not entry.path.is_file():
         raise UserError(f"weights {entry.name!r}: registered file {entry.path} is missing")
     return entry.path
@@ -186,53 +199,15 @@ def load_weights(name_or_path: str | Path) -> tuple[dict[str, Tensor], dict[str,
         meta["config"] = json.loads(meta["config"])
         sd = load_file(str(path))
     else:
-        from mmrface.convert import convert_file
+        from mmrface.convert import DEFAULT_FIDELITY_OF_ARCH, convert_file
 
         conv = convert_file(path)
         sd, meta = conv.state_dict, {"config": {"model": conv.config}, "source_format": conv.source_format,
                                      "notes": conv.notes, "format": "converted on load"}
+        if conv.config["arch"] in DEFAULT_FIDELITY_OF_ARCH:  # as `weights import` records it
+            meta["default_fidelity"] = str(DEFAULT_FIDELITY_OF_ARCH[conv.config["arch"]])
     meta.update(sha256=sha, path=str(path))
     return sd, meta
-
-
-def _build(model_cfg: dict[str, Any]) -> nn.Module:
-    cfg = dict(model_cfg)
-    arch = cfg.pop("arch", "mmrface")
-    if arch == "stylegan2":
-        from mmrface.models.stylegan2 import StyleGAN2Generator
-
-        return StyleGAN2Generator(**cfg)
-    if arch == "arcface":
-        from mmrface.models.arcface import ArcFaceResNet
-
-        return ArcFaceResNet(**cfg)
-    from mmrface.models import build_model
-
-    return build_model({"arch": arch, **cfg})
-
-
-def build_from_weights(name_or_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a network from a weight file alone (config from its metadata), strictly loaded, eval mode."""
-    sd, meta = load_weights(name_or_path)
-    model = _build(meta["config"]["model"])
-    _strict_load(model, sd, meta["path"])
-    return model.eval(), meta
-
-
-def _strict_load(model: nn.Module, sd: dict[str, Tensor], where: str) -> None:
-    missing, unexpected = model.state_dict().keys() - sd.keys(), sd.keys() - model.state_dict().keys()
-    if missing or unexpected:
-        raise UserError(f"{where}: does not fit the model: missing {sorted(missing)[:3]}, "
-                        f"unexpected {sorted(unexpected)[:3]}")
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln]
-        raise UserError(f"{where}: does not fit the model ({lines[0] if lines else _short(exc)})") from None
-
-
-def _short(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0][:200]
 
 
 _CONVENTION = ("upsample", "equalized_lr", "gain_mode")
@@ -267,5 +242,7 @@ def load_prior(generator: nn.Module, name_or_path: str | Path) -> str:
     if wrong:
         raise UserError(f"prior {name_or_path} needs a generator built with {wrong} "
                         f"(set them under model.prior)")
-    _strict_load(generator, sd, f"prior {name_or_path}")
+    from mmrface.models import load_state_strict
+
+    load_state_strict(generator, sd, f"prior {name_or_path}")
     return meta["sha256"]

@@ -4,6 +4,10 @@
         --outputs gfpgan14=results/gfpgan14 [--metrics psnr,ssim,lpips,niqe,id_dlib,lmd_dlib] \\
         [--fid-weights pt_inception-2015-12-05-6726825d.pth] [-w 0.5] [-o results/evaluate/gfpgan]
 
+Without --weights and --outputs it scores `--weights auto` (the best installed model). A published
+name (`gfpgan-v1.4`) is fetched on first use unless --no-download; each model runs at its own
+default fidelity (1 for GFPGAN weights) unless -w is given.
+
 Writes REPORT_DIR/report.json, report.md (mean ± std table, one row per method) and report.png,
 and prints the table. The `bicubic` floor (the LQ input itself) is always a row unless
 --no-baseline. How LQ faces are restored and scored is stated in `mmrface.evaluation.methods`.
@@ -17,6 +21,7 @@ import sys
 from pathlib import Path
 
 from mmrface.errors import UserError
+from mmrface.hub.choose import WEIGHTS_HELP, add_weights_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--testset", required=True, type=Path, help="folder written by `mmrface make-testset`")
     p.add_argument("--weights", nargs="+", action="extend", default=[], metavar="[NAME=]WEIGHTS",
-                   help="registry names or weight files to evaluate (method name: NAME, the registry "
-                        "name or the file stem)")
+                   help="weights to evaluate, each " + WEIGHTS_HELP + " (method name: NAME, the registry name or "
+                        "the file stem; default: auto when no --outputs are given)")
     p.add_argument("--outputs", nargs="+", action="extend", default=[], metavar="[NAME=]DIR",
                    help="folders of already restored images, matched to the test pairs by file name")
     p.add_argument("--baseline", default="bicubic", choices=["bicubic"],
@@ -34,9 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                    help=f"comma-separated metric names (default: {','.join(DEFAULT_METRICS)}; also "
                         "psnr_y, ssim_y, lpips_vgg, fid)")
-    p.add_argument("--fid-weights", default=None, help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth; "
-                                                       "turns FID on (off without it)")
-    p.add_argument("-w", "--fidelity", type=float, default=0.5, help="fidelity weight of the models (default 0.5)")
+    p.add_argument("--fid-weights", default=None, help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth, or "
+                                                       "pytorch-fid-inception once fetched; turns FID on (off without it)")
+    add_weights_arguments(p, weights=False)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="report folder (default: results/evaluate/<test set folder name>)")
@@ -53,11 +58,15 @@ def build_methods(args: argparse.Namespace) -> list:
     """Baseline, then one method per --weights, then one per --outputs."""
     from mmrface.evaluation.methods import BicubicBaseline, ModelMethod, OutputsMethod, default_name, split_named
 
+    from mmrface.hub.choose import choose
+
     methods = [] if args.no_baseline else [BicubicBaseline()]
-    for value in args.weights:
+    for value in args.weights or ([] if args.outputs else ["auto"]):
         name, source = split_named(value)
-        methods.append(ModelMethod(name or default_name(source), weights=source, fidelity=args.fidelity,
-                                   device=args.device))
+        choice = choose(source, no_download=args.no_download, progress=not args.quiet)
+        methods.append(ModelMethod(name or default_name(choice.weights), weights=choice.weights,
+                                   fidelity=args.fidelity, device=args.device))
+        print(f"mmrface: weights: {choice.weights} ({choice.reason})", file=sys.stderr)
     for value in args.outputs:
         name, source = split_named(value)
         methods.append(OutputsMethod(name or default_name(source), folder=Path(source)))
@@ -70,7 +79,8 @@ def command_line(args: argparse.Namespace) -> str:
     for flag, values in (("--weights", args.weights), ("--outputs", args.outputs)):
         if values:
             parts += [flag, *values]
-    parts += ["--metrics", args.metrics, "--fidelity", str(args.fidelity), "--device", args.device]
+    parts += ["--metrics", args.metrics] + (["--fidelity", str(args.fidelity)] if args.fidelity is not None else [])
+    parts += ["--device", args.device]
     if args.no_baseline:
         parts.append("--no-baseline")
     for flag, value in (("--fid-weights", args.fid_weights), ("--limit", args.limit),

@@ -19,7 +19,8 @@ from mmrface.errors import UserError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--weights", "-w", help="registry name or weight file of the network to export")
+    src.add_argument("--weights", help="registry name or weight file of the network to export (-w is the fidelity "
+                                        "elsewhere, so it has no short form here)")
     src.add_argument("--config", "-c", help="export a config with RANDOM weights (speed benchmarks only)")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (only onnx)")
     p.add_argument("-o", "--output", default=None, help="output file (default: <weights or config name>.onnx)")
@@ -42,9 +43,9 @@ def _load(args) -> tuple[object, dict, str]:
     from mmrface.export.onnx import weights_metadata
 
     if args.weights:
-        from mmrface.pipeline.restorer import load_network
+        from mmrface.models import RESTORERS, load_model
 
-        model, meta = load_network(args.weights, torch.device("cpu"))
+        model, meta = load_model(args.weights, arch=RESTORERS, device=torch.device("cpu"))
         stem = Path(str(meta.get("path", args.weights))).stem
         return model, weights_metadata(meta), stem
     from mmrface.config import load_config

@@ -17,22 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
-def discriminator_for(model_cfg: dict):
-    """The StyleGAN2 discriminator the trainer pairs with this model (mirrors the prior's widths)."""
-    from mmrface.models.stylegan2 import StyleGAN2Discriminator
-
-    prior = model_cfg.get("prior", {}) if isinstance(model_cfg.get("prior"), dict) else {}
-    return StyleGAN2Discriminator(
-        model_cfg["size"],
-        channel_multiplier=prior.get("channel_multiplier", model_cfg.get("channel_multiplier", 2)),
-        narrow=prior.get("narrow", model_cfg.get("narrow", 1.0)),
-        max_channels=prior.get("max_channels", 512),
-    )
-
-
 def run(args) -> int:
     from mmrface.config import load_config
-    from mmrface.models import build_model
+    from mmrface.models import build_model, discriminator_for
     from mmrface.models.summary import count_params, flops_by_part, format_table, time_forward
 
     if args.threads:

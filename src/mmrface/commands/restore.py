@@ -1,6 +1,8 @@
 """`mmrface restore`: restore every face in photos, folders or already-aligned crops.
 
-GFPGAN-compatible flags where they exist (-i -o -s -w --only-center-face --aligned --ext --suffix).
+GFPGAN-compatible flags where they exist (-i -o -s -w --only-center-face --aligned --ext --suffix);
+the input may also be given without -i (`mmrface restore photos/ -o out/`). `--weights auto` (the
+default) uses the best installed model and says which; a published name is fetched on first use.
 Never overwrites an input; skips outputs that exist unless --overwrite, so an interrupted batch
 resumes where it stopped. A bad file gets one line and the batch goes on; the exit code is 1 when
 any file failed.
@@ -17,19 +19,22 @@ from pathlib import Path
 import numpy as np
 
 from mmrface.errors import UserError
+from mmrface.hub.choose import add_weights_arguments
 
 OUTPUT_EXTS = ("auto", "png", "jpg", "webp", "bmp", "tif", "mp4", "mkv", "mov", "webm")
 VIDEO_EXTS = {"mp4", "mkv", "mov", "webm"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-i", "--input", required=True,
+    p.add_argument("input_arg", nargs="?", default=None, metavar="INPUT", help="same as -i")
+    p.add_argument("-i", "--input", default=None,
                    help="image or video file, or a folder of them (videos: mp4, mov, mkv, webm, avi, m4v)")
     p.add_argument("-o", "--output", default="results", help="output folder (default: results)")
     p.add_argument("-s", "--upscale", type=float, default=2, help="final upscale of the whole photo (default 2)")
-    p.add_argument("-w", "--fidelity", type=float, default=0.5,
-                   help="0 = rely on the face prior, 1 = stay faithful to the input (default 0.5)")
-    p.add_argument("--weights", default=None, help="registry name or weight file (see `mmrface weights list`)")
+    add_weights_arguments(p)
+    p.add_argument("--noise", default="stored", choices=["stored", "random", "zero"],
+                   help="StyleGAN2 noise: the maps stored in the weight file (stored: repeatable, default), a "
+                        "fresh draw per face like GFPGAN's own code (random), or none (zero)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
                    help="network runtime: torch, or onnx (ONNX Runtime, needs --onnx); auto = onnx when --onnx is given")
     p.add_argument("--onnx", default=None, metavar="FILE", help="graph written by `mmrface export` (then --weights is unused)")
@@ -54,6 +59,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", action="store_true", help="also save a side-by-side before/after image")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def input_path(args) -> Path:
+    """The input of `restore`: -i or the positional INPUT (the same if both are given)."""
+    given = [v for v in (args.input, args.input_arg) if v is not None]
+    if not given:
+        raise UserError("no input: mmrface restore PHOTO_OR_FOLDER (or -i PHOTO_OR_FOLDER)")
+    if len(given) == 2 and Path(given[0]) != Path(given[1]):
+        raise UserError(f"two inputs: -i {given[0]} and {given[1]}; give one")
+    return Path(given[0]).expanduser()
 
 
 @dataclass
@@ -96,7 +111,7 @@ def run(args) -> int:
     from mmrface.pipeline.imageio import is_same_file, list_images, read_image, write_image
     from mmrface.pipeline.restorer import Restorer
 
-    src = Path(args.input).expanduser()
+    src = input_path(args)
     if not src.exists():
         raise UserError(f"input not found: {src}")
     from mmrface.video import is_video
@@ -108,9 +123,16 @@ def run(args) -> int:
     if not files:
         raise UserError(f"no images found in {src}" + ("" if args.recursive else " (try --recursive)"))
     out_dir = Path(args.output).expanduser()
-    restorer = Restorer(args.weights, device=args.device, upscale=args.upscale, detector=args.detector,
-                        fidelity=args.fidelity, batch_size=args.batch_size, backend=args.backend, onnx=args.onnx,
+    from mmrface.hub.choose import announce, choose
+
+    torch_net = args.onnx is None and args.backend != "onnx"  # an ONNX graph carries its own weights
+    choice = choose(args.weights, no_download=args.no_download, progress=not args.quiet) if torch_net else None
+    restorer = Restorer(choice.weights if choice else None, device=args.device, upscale=args.upscale,
+                        detector=args.detector, fidelity=args.fidelity, batch_size=args.batch_size,
+                        backend=args.backend, onnx=args.onnx, noise=args.noise,
                         paste_mask=args.paste_mask, large_faces="restore" if args.force_restore else args.large_faces)
+    if choice is not None:
+        announce(choice, restorer, args.fidelity is not None)
 
     summary, t0 = Summary(files=len(files)), time.perf_counter()
     progress = _progress(files, args.quiet)

@@ -1,7 +1,7 @@
 """`mmrface serve`: the web UI (Gradio) and the HTTP API (/v1/restore, /v1/faces, /v1/health) in
 one ASGI server, bound to 127.0.0.1 unless --host says otherwise.
 
-    mmrface serve --weights mmrface-small            # then open http://127.0.0.1:7860
+    mmrface serve                                    # then open http://127.0.0.1:7860 (--weights auto)
     curl -F image=@photo.jpg -F fidelity=0.7 http://127.0.0.1:7860/v1/restore -o restored.png
 """
 
@@ -12,16 +12,18 @@ import socket
 import sys
 
 from mmrface.errors import UserError
+from mmrface.hub.choose import add_weights_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--weights", default=None, help="registry name or weight file (see `mmrface weights list`)")
+    add_weights_arguments(p)  # -w is the default fidelity of requests
+    p.add_argument("--noise", default="stored", choices=["stored", "random", "zero"],
+                   help="StyleGAN2 noise: stored maps (repeatable, default), random per face (like GFPGAN), or zero")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("-s", "--upscale", type=float, default=2, help="default upscale of requests (1-4, default 2)")
-    p.add_argument("-w", "--fidelity", type=float, default=0.5, help="default fidelity of requests (0-1, default 0.5)")
     p.add_argument("--detector", default="auto", help="face detector for detector=auto (default: auto)")
     p.add_argument("--max-upload-mb", type=float, default=20, help="largest accepted upload in MB (default 20)")
     p.add_argument("--max-pixels", type=float, default=40e6, help="largest accepted photo in pixels (default 40e6)")
@@ -38,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
     except ModuleNotFoundError:
         raise UserError("`mmrface serve` needs uvicorn and gradio: pip install 'mmrface[web]'") from None
+    from mmrface.hub.choose import announce, choose
+    from mmrface.pipeline.restorer import Restorer
     from mmrface.web.app import create_app
     from mmrface.web.limits import Limits
 
@@ -49,9 +53,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--max-upload-mb, --max-pixels and --max-output-pixels must be positive")
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=int(args.max_pixels),
                     max_output_pixels=int(args.max_output_pixels), max_queue=int(args.max_queue))
-    app = create_app(weights=args.weights, device=args.device, upscale=args.upscale, fidelity=args.fidelity,
-                     detector=args.detector, limits=limits, ui=not args.api_only)
-    sock = bind_socket(args.host, args.port)
+    sock = bind_socket(args.host, args.port)  # a taken port fails before the weights are loaded or fetched
+    choice = choose(args.weights, no_download=args.no_download)
+    restorer = Restorer(choice.weights, device=args.device, upscale=args.upscale, fidelity=args.fidelity,
+                        detector=args.detector, noise=args.noise)
+    announce(choice, restorer, args.fidelity is not None)
+    app = create_app(restorer, limits=limits, ui=not args.api_only)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"mmrface: note: listening on {args.host}, reachable from other machines; "
               f"there is no authentication", file=sys.stderr)

@@ -89,7 +89,7 @@ class ModelMethod(Method):
 
     weights: str | None = None
     model: torch.nn.Module | None = None
-    fidelity: float = 0.5
+    fidelity: float | None = None  # None: the weights' own default (1 for GFPGAN files), else 0.5
     device: str = "auto"
     kind: str = field(init=False, default="model")
     _restorer: Any = field(init=False, default=None, repr=False)
@@ -98,7 +98,7 @@ class ModelMethod(Method):
     def __post_init__(self) -> None:
         if self.weights is None and self.model is None:
             raise UserError(f"method {self.name!r}: give weights or a model")
-        if not 0.0 <= self.fidelity <= 1.0:
+        if self.fidelity is not None and not 0.0 <= self.fidelity <= 1.0:
             raise UserError(f"fidelity must be in [0, 1], got {self.fidelity}")
         if self.weights is not None and self.model is None:
             from mmrface.weights import resolve_weights
@@ -120,6 +120,7 @@ class ModelMethod(Method):
         out = {**super().info(), "source": str(self.weights) if self.weights is not None else "in-memory model",
                "fidelity": self.fidelity}
         if self._restorer is not None:
+            out["fidelity"] = self._restorer.fidelity
             out["model_size"] = self._restorer.size
             out["device"] = str(self._restorer.device)
         cfg = self._meta.get("config") if isinstance(self._meta, dict) else None

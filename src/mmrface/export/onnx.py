@@ -172,8 +172,11 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
 def weights_metadata(meta: dict) -> dict[str, str]:
     """metadata_props describing a weight file's `load_weights` meta (sha256, path, config)."""
     cfg = meta.get("config", {})
-    return {"weights_sha256": str(meta.get("sha256", "unknown")), "weights": str(meta.get("path", "unknown")),
-            "config": json.dumps(cfg.get("model", cfg), sort_keys=True)}
+    out = {"weights_sha256": str(meta.get("sha256", "unknown")), "weights": str(meta.get("path", "unknown")),
+           "config": json.dumps(cfg.get("model", cfg), sort_keys=True)}
+    if "default_fidelity" in meta:  # e.g. GFPGAN weights: w = 1 reproduces GFPGAN
+        out["default_fidelity"] = str(meta["default_fidelity"])
+    return out
 
 
 def cached_export(model: nn.Module, cache_dir: str | Path, **kwargs) -> Path:

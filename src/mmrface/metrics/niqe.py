@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from importlib import resources
 
 import numpy as np
 from scipy.ndimage import correlate
@@ -41,7 +40,9 @@ _SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))  # MATLAB circshift offsets (rows, c
 @lru_cache(maxsize=1)
 def pristine_model() -> tuple[np.ndarray, np.ndarray]:
     """(mu (36,), cov (36, 36)) of the pristine natural-image model."""
-    with resources.files("mmrface.metrics").joinpath("data/niqe_pris_params.npz").open("rb") as f:
+    from mmrface.thirdparty import verified_file
+
+    with open(verified_file("mmrface.metrics", "data/niqe_pris_params.npz"), "rb") as f:
         d = np.load(f)
         return d["mu_pris_param"].reshape(-1).astype(np.float64), d["cov_pris_param"].astype(np.float64)
 

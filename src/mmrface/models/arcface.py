@@ -79,14 +79,6 @@ def convert_arcface(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict]:
 
 def load_arcface(path: str | Path) -> ArcFaceResNet:
     """Build the identity network from a user's file (.pth or converted .safetensors), strictly, in eval mode."""
-    from mmrface.weights import load_weights
+    from mmrface.models import load_model
 
-    sd, meta = load_weights(path)
-    cfg = meta["config"]["model"]
-    if cfg.get("arch") != "arcface":
-        from mmrface.errors import UserError
-
-        raise UserError(f"{path}: holds a {cfg.get('arch')} model, not an ArcFace identity network")
-    model = ArcFaceResNet(cfg.get("layers", (2, 2, 2, 2)))
-    model.load_state_dict(sd, strict=True)
-    return model.eval()
+    return load_model(path, arch="arcface")[0]

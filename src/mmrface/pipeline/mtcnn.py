@@ -12,8 +12,6 @@ order, the eye on the image's left, the other eye, the nose tip, the left and ri
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import threading
 
 import cv2
@@ -21,18 +19,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmrface.errors import UserError
 
 
-def weights_folder() -> str:
-    """The folder holding facenet-pytorch's `pnet.pt`, `rnet.pt` and `onet.pt`."""
-    spec = importlib.util.find_spec("facenet_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(
-            "the mtcnn detector needs the weight files of facenet-pytorch: "
-            "pip install --no-deps facenet-pytorch==2.6.0"
-        )
-    return os.path.join(list(spec.submodule_search_locations)[0], "data")
+_MISSING = ("the mtcnn detector needs the weight files of facenet-pytorch: "
+            "pip install --no-deps facenet-pytorch==2.6.0")
+
+
+def weight_file(name: str) -> str:
+    """facenet-pytorch's `{name}.pt` (pnet, rnet, onet), checked against its sha256 (`mmrface.thirdparty`)."""
+    from mmrface.thirdparty import verified_file
+
+    return str(verified_file("facenet_pytorch", f"data/{name}.pt", missing=_MISSING))
 
 
 class PNet(nn.Module):
@@ -189,12 +186,9 @@ class MTCNN:
     def _load(self) -> tuple[PNet, RNet, ONet]:
         with self._lock:
             if self._nets is None:
-                folder, nets = weights_folder(), (PNet(), RNet(), ONet())
+                nets = (PNet(), RNet(), ONet())
                 for name, net in zip(("pnet", "rnet", "onet"), nets):
-                    path = os.path.join(folder, f"{name}.pt")
-                    if not os.path.isfile(path):
-                        raise UserError(f"mtcnn weight file missing: {path}")
-                    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+                    net.load_state_dict(torch.load(weight_file(name), map_location="cpu", weights_only=True))
                     net.eval().to(memory_format=torch.channels_last)  # ~3x faster on CPU
                 self._nets = nets
         return self._nets

@@ -75,22 +75,16 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
 
 
-def load_network(weights: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """Build the network described by a weight file's embedded config and load it strictly."""
-    from mmrface.models import build_model
-    from mmrface.weights import load_weights
+DEFAULT_FIDELITY = 0.5  # -w when neither the user nor the weight file says otherwise
+NOISE_CHOICES = ("stored", "random", "zero")
 
-    state, meta = load_weights(weights)
-    config = meta.get("config")
-    if not isinstance(config, dict) or "model" not in config:
-        raise UserError(f"{weights}: the weight file carries no model config; re-save it with `mmrface weights import`")
-    model = build_model(config["model"])
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if ".noises." not in k and not k.startswith("noises.")]
-    if missing or unexpected:
-        raise UserError(f"{weights}: weights do not fit the model "
-                        f"({len(missing)} missing, {len(unexpected)} unexpected, e.g. {(missing or unexpected)[:2]})")
-    return model.to(device).eval(), meta
+
+def default_fidelity(meta: dict) -> float:
+    """The fidelity a weight file asks for (GFPGAN files: 1, which reproduces GFPGAN), else DEFAULT_FIDELITY."""
+    try:
+        return float(meta.get("default_fidelity", DEFAULT_FIDELITY))
+    except (TypeError, ValueError):
+        return DEFAULT_FIDELITY
 
 
 class Restorer:
@@ -103,7 +97,8 @@ class Restorer:
         upscale: background and output scale factor `-s`.
         detector: detector backend name (see `mmrface.pipeline.detect`); "auto" is the default
             backend with the slower, pose-tolerant MMOD detector as fallback when it finds nothing.
-        fidelity: default fidelity weight w in [0, 1] (0 = prior, 1 = faithful to the input).
+        fidelity: default fidelity weight w in [0, 1] (0 = prior, 1 = faithful to the input); None
+            (the default) takes the weight file's own default (1 for GFPGAN files), else 0.5.
         batch_size: faces per network call.
         fp16: half precision on CUDA (ignored on CPU).
         model: an already built network (tests, training validation); skips `weights`.
@@ -114,22 +109,27 @@ class Restorer:
         paste_mask: "face" (soft face-region mask, the default) or "square" (the whole aligned crop).
         large_faces: "blend" (default), "keep" or "restore": what to do with a face larger than the
             model's output (see LARGE_FACES); "restore" is the `--force-restore` of the CLI.
+        noise: the StyleGAN2 prior's noise: "stored" (the maps saved in the weight file; repeatable,
+            zero when the file has none), "random" (a fresh draw per call, as GFPGAN's own code does)
+            or "zero". An ONNX graph has its noise baked in at export.
     """
 
     def __init__(self, weights: str | Path | None = None, device: str | None = "auto", upscale: float = 2,
-                 detector: str = "auto", fidelity: float = 0.5, batch_size: int = 4, fp16: bool = True,
+                 detector: str = "auto", fidelity: float | None = None, batch_size: int = 4, fp16: bool = True,
                  model: torch.nn.Module | None = None, network=None, detector_options: dict | None = None,
-                 backend: str = "auto", onnx: str | Path | None = None, paste_mask: str = "face",
-                 large_faces: str = DEFAULT_LARGE_FACES):
-        if not 0.0 <= fidelity <= 1.0:
+                 backend: str = "auto", onnx: str | Path | None = None, noise: str = "stored",
+                 paste_mask: str = "face", large_faces: str = DEFAULT_LARGE_FACES):
+        if fidelity is not None and not 0.0 <= fidelity <= 1.0:
             raise UserError(f"fidelity must be in [0, 1], got {fidelity}")
         if not 1 <= upscale <= 8:
             raise UserError(f"upscale must be in [1, 8], got {upscale}")
+        if noise not in NOISE_CHOICES:
+            raise UserError(f"noise must be one of {', '.join(NOISE_CHOICES)}, got {noise!r}")
         if paste_mask not in MASKS:
             raise UserError(f"paste mask must be one of {', '.join(MASKS)}, got {paste_mask!r}")
         self.paste_mask, self.large_faces = paste_mask, _check_large_faces(large_faces)
         self.device = resolve_device(device)
-        self.upscale, self.fidelity, self.batch_size = float(upscale), float(fidelity), max(1, int(batch_size))
+        self.upscale, self.batch_size, self.noise = float(upscale), max(1, int(batch_size)), noise
         self.meta: dict = {}
         network = _onnx_network(backend, onnx, self.device) if network is None else network
         if network is not None:
@@ -139,13 +139,16 @@ class Restorer:
             if model is None:
                 if weights is None:
                     raise UserError("no weights given: pass --weights NAME_OR_FILE (see `mmrface weights list`)")
-                model, self.meta = load_network(weights, self.device)
+                from mmrface.models import RESTORERS, load_model
+
+                model, self.meta = load_model(weights, arch=RESTORERS, device=self.device)
             model = model.to(self.device).eval()
             self.half = bool(fp16 and self.device.type == "cuda")
             if self.half:
                 model = model.half()
             self.model, self.size = model, int(model.size)
             self.network = self._torch_network
+        self.fidelity = float(default_fidelity(self.meta) if fidelity is None else fidelity)
         self.detector_name = DEFAULT_DETECTOR if detector == "auto" else detector
         self.fallback = FALLBACK_DETECTOR if detector == "auto" else None
         self.detector = get_detector(self.detector_name, **(detector_options or {}))
@@ -153,8 +156,9 @@ class Restorer:
     # -- network -----------------------------------------------------------------------------
     def _torch_network(self, x: torch.Tensor, w: float) -> torch.Tensor:
         x = x.to(self.device, torch.float16 if self.half else torch.float32)
+        mode = self.noise if self.noise != "stored" else "const" if _has_const_noise(self.model) else "zero"
         with torch.inference_mode():
-            return self.model(x, w=w, noise_mode="const" if _has_const_noise(self.model) else "zero").float()
+            return self.model(x, w=w, noise_mode=mode).float()
 
     def restore_crops(self, crops: np.ndarray, fidelity: float | None = None) -> np.ndarray:
         """Aligned crops (N, S, S, 3) uint8 RGB -> restored crops, batched."""

@@ -117,7 +117,7 @@ def build_run(cfg: Config, ctx: dist_utils.DistContext, resuming: bool = False) 
               Degradation.from_config(dc.degradation), prior_line, unpaired)
     betas = tuple(float(b) for b in tc.betas)
     if obj.use_gan:
-        from mmrface.commands.info import discriminator_for
+        from mmrface.models import discriminator_for
 
         run.D = discriminator_for(cfg.model).to(ctx.device)
         lr_d, betas_d = lazy_r1_adam(tc.lr_d, betas, lc.r1_every if lc.r1 > 0 else 0)
