@@ -1,6 +1,6 @@
 """Eager torch vs ONNX Runtime network time per face, interleaved, for one config (random weights).
 
-    python benchmarks/onnx_speed.py [--config configs/512.yaml] [--rounds 6] [--threads 2] [--batch 1]
+    python benchmarks/onnx_speed.py [--config 512] [--rounds 6] [--threads 2] [--batch 1]
 
 `benchmarks/speed.py --backends torch,onnxruntime` gives the full table (pipeline, memory), but its
 rows run one after another; on a shared machine the load changes between rows. Here each backend
@@ -62,7 +62,7 @@ def worker(backend: str, config: str, threads: int, batch: int, conn) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=str(ROOT / "configs" / "512.yaml"))
+    ap.add_argument("--config", default="512")
     ap.add_argument("--rounds", type=int, default=6, help="timed calls per backend (median)")
     ap.add_argument("--threads", type=int, default=None, help="threads for both (default: torch's default)")
     ap.add_argument("--batch", type=int, default=1)

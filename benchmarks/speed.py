@@ -1,6 +1,6 @@
 """Speed and memory of the restorer: network per face, whole pipeline per photo, peak RSS.
 
-    python benchmarks/speed.py --config configs/512.yaml [--weights W] [--threads N] [--repeats 5]
+    python benchmarks/speed.py --config 512 [--weights W] [--threads N] [--repeats 5]
                                [--batch 4] [--devices cpu,cuda] [--photos astronaut.png portrait_exif.jpg]
 
 Prints one markdown table. Rows, per device (CPU, and CUDA when present):
@@ -8,7 +8,7 @@ Prints one markdown table. Rows, per device (CPU, and CUDA when present):
 * network, batch 1 and batch B: one call of the restorer's network (`Restorer.network`, the same
   callable `Restorer.restore` uses: fidelity 0.5, constant/zero noise, fp16 on CUDA) on random
   crops; time per face = batch time / B.
-* the same for GFPGANv1Clean (`configs/gfpgan_v1clean.yaml`, our implementation of its
+* the same for GFPGANv1Clean (`src/mmrface/configs/gfpgan_v1clean.yaml`, our implementation of its
   architecture, random weights) as the reference measured in the same run; "vs GFPGANv1Clean" is
   our time per face divided by its time per face at the same batch size.
 * pipeline on each photo (`assets/photos/`): detect (default detector, with its fallback) /
@@ -39,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT / "assets" / "photos"
-REFERENCE_CONFIG = ROOT / "configs" / "gfpgan_v1clean.yaml"
+REFERENCE_CONFIG = "gfpgan_v1clean"
 BACKENDS = ("torch", "onnxruntime")
 ONNX_CACHE = Path(tempfile.gettempdir()) / "mmrface-speed-onnx"  # exported graphs, keyed by a weights hash
 
@@ -195,7 +195,7 @@ def _s(v) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=str(ROOT / "configs" / "512.yaml"), help="model config (random weights)")
+    ap.add_argument("--config", default="512", help="model config: a bundled name or a file (random weights)")
     ap.add_argument("--weights", default=None, help="registry name or weight file (replaces --config)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per row (median)")
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
           f"on {threads} threads, {platform.platform()}")
     print(f"# command: python benchmarks/speed.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     print(f"# {ours_label}: {ours_cfg.get('arch', 'mmrface')} at {ours_cfg['size']} px; GFPGANv1Clean (ours) = our "
-          f"re-implementation ({REFERENCE_CONFIG.name}), not GFPGAN's own code, at the same size")
+          f"re-implementation ({REFERENCE_CONFIG}), not GFPGAN's own code, at the same size")
     print(f"# medians of {args.repeats} runs after {args.warmup} warm-up; random weights unless --weights; "
           f"pipeline at -s {args.upscale:g}; each row in a fresh process")
     print(markdown_rows(header, table))

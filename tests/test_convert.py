@@ -113,7 +113,7 @@ def test_conventions_are_one_function_up_to_value_scaling():
 
 
 def test_gfpgan_config_builds_the_v14_architecture():
-    """configs/gfpgan_v1clean.yaml builds exactly GFPGANv1Clean's 86,444,252 parameters (layouts summary)."""
+    """The gfpgan_v1clean config builds exactly GFPGANv1Clean's 86,444,252 parameters (layouts summary)."""
     from mmrface.config import load_config
     from mmrface.models import build_model
 

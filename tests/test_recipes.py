@@ -21,7 +21,7 @@ SMALL_512 = ["model.size=32", "model.codec.enc_blocks=[2, 2, 2, 2]", f"data.trai
 
 @pytest.mark.slow
 def test_512_recipe_keeps_its_losses_bounded_at_small_size(tmp_path):
-    # every shipped loss of configs/512.yaml (perceptual, style, GAN + R1, components, redegrade);
+    # every shipped loss of the 512 config (perceptual, style, GAN + R1, components, redegrade);
     # the warm-up is compressed to 3 steps so that 12 steps run at the peak learning rate
     cfg = load_config("512", SMALL_512 + ["train.steps=15", "train.warmup_steps=3", f"train.out_dir={tmp_path / 'new'}"])
     t = Trainer(cfg, progress=False)

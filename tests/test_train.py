@@ -87,7 +87,7 @@ def test_cli_train_writes_a_checkpoint_the_restorer_loads(faces, tmp_path, capsy
     from mmrface.models import load_model
 
     out = tmp_path / "cli"
-    rc = main(["train", "--config", "configs/tiny.yaml", "--set", "train.steps=20", "--set",
+    rc = main(["train", "--config", "tiny", "--set", "train.steps=20", "--set",
                f"data.train_root={faces}", "--set", "train.device=cpu", "--set", "train.val_every=10",
                "--out", str(out), "--no-progress"])
     assert rc == 0

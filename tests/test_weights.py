@@ -38,7 +38,7 @@ def reg(tmp_path, monkeypatch):
 def add_entry(reg_path: Path, name: str, file: Path, **extra) -> None:
     data = yaml.safe_load(reg_path.read_text())
     data["weights"].append({"name": name, "file": file.name, "size": file.stat().st_size,
-                            "sha256": file_sha256(file), "config": "configs/tiny.yaml",
+                            "sha256": file_sha256(file), "config": "tiny",
                             "licence": "Apache-2.0", "trained_on": "random init (test)", **extra})
     reg_path.write_text(yaml.safe_dump(data))
 

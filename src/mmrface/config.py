@@ -1,6 +1,6 @@
 """Typed experiment configs loaded from YAML (one file = one experiment, BasicSR style).
 
-    cfg = load_config("configs/tiny.yaml", overrides=["train.steps=20", "data.train_root=~/ffhq"])
+    cfg = load_config("tiny", overrides=["train.steps=20", "data.train_root=~/ffhq"])   # or a file path
 
 A config may start with `_base_: other.yaml` (path relative to the file) and override any key of
 it. Unknown keys are errors (a typo never silently changes what is trained). The `model:` section
@@ -22,7 +22,7 @@ import yaml
 
 from mmrface.errors import UserError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+from mmrface.resources import CONFIG_DIR  # the bundled configs ship in the package: `--config 512` works anywhere
 
 
 def spec(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, lo: float | None = None,

@@ -1,6 +1,6 @@
 """`make demo` / `python -m mmrface.demo`: restore degraded copies of the bundled photos.
 
-1. Each licensed photo in `assets/photos/` is degraded the same way every time (seeded): down-
+1. Each licensed photo in the package's `assets/photos/` is degraded the same way every time (seeded): down-
    scaled ×4, blurred, noised and JPEG-compressed, then scaled back — an "old small photo".
 2. The bundled default weights restore every face and paste it back on the ×2 photo.
 3. `results/demo/` gets the degraded inputs, the restored photos and side-by-side comparisons.
@@ -16,8 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-PHOTOS = ROOT / "assets" / "photos"
+from mmrface.resources import SAMPLE_PHOTOS as PHOTOS
+
 DEFAULT_WEIGHTS = "mmrface-small"
 
 

@@ -38,10 +38,10 @@ BENCHMARK_SIZE = 512
 
 
 def bundled_faces_dir() -> Path:
-    """`assets/faces/` of the source checkout (or of the installed package, if bundled there)."""
-    here = Path(__file__).resolve()
-    candidates = [here.parents[3] / "assets" / "faces", here.parents[1] / "assets" / "faces"]
-    return next((c for c in candidates if c.is_dir()), candidates[0])
+    """The four aligned sample faces shipped in the package (`mmrface/assets/faces/`)."""
+    from mmrface.resources import SAMPLE_FACES
+
+    return SAMPLE_FACES
 
 
 def _prepare_output(out: Path, overwrite: bool) -> None:
