@@ -14,7 +14,7 @@ Prints one markdown table. Rows, per device (CPU, and CUDA when present):
 * pipeline on each photo (`assets/photos/`): detect (default detector, with its fallback) /
   align / restore (network, batched) / paste (at `--upscale`), what `Restorer.restore` does,
   each timed; "vs GFPGANv1Clean" is the whole pipeline's time per face divided by GFPGANv1Clean's
-  network alone at batch 1 (DESIGN.md's target: <= 0.5 on CPU).
+  network alone at batch 1 (the target in docs/design.md: <= 0.5 on CPU).
 
 Every row runs in a fresh process (spawned), so "peak RSS" (getrusage ru_maxrss, with torch
 imported and the model built) is that row's own peak, not the benchmark's. Times are medians of

@@ -1,4 +1,4 @@
-"""The self-supervised training strategy (DESIGN.md), as small functions the trainer combines.
+"""The self-supervised training strategy (docs/design.md), as small functions the trainer combines.
 
 1. HQ self-reconstruction: per sample, with probability p(t) the clean HQ face replaces the LQ input
    (and stays the target); p decays linearly from `p_identity` to `p_identity_final` over

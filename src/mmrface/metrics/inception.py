@@ -1,7 +1,7 @@
 """The Inception-v3 variant used by FID (TF's 2015-12-05 graph as ported by pytorch-fid).
 
 Our own module; its ``state_dict`` keys and shapes equal those of
-``pt_inception-2015-12-05-6726825d.pth`` (see ``shared/layouts/pytorch_fid_fid_inception_v3.tsv``),
+``pt_inception-2015-12-05-6726825d.pth`` (see ``tests/data/metrics_fid_inception_layout.tsv``),
 so that file loads strictly. Differences from a textbook Inception-v3 that FID depends on:
 average pools in the A/C/E blocks exclude padding (``count_include_pad=False``), and the last
 E block max-pools in its pool branch. BatchNorm eps is 0.001.

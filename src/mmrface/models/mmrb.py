@@ -1,7 +1,7 @@
 """Mixed Multi-path Residual Block (MMRB) and its ablation twin, the plain ResBlock.
 
 The paper (arXiv 2205.14377) describes the MMRB only as a block that "gradually extracts weak
-texture features" and is "plug-and-play in any other network". Our reading (DESIGN.md):
+texture features" and is "plug-and-play in any other network". Our reading (docs/design.md):
 
     x ──┬─ local:   conv3x3                      ─┐
         ├─ context: conv3x3, dilation d          ─┼─ concat ─┬─ local2:   conv3x3      ─┐

@@ -12,7 +12,7 @@ priors load by converting keys and values, never by forking the network:
 Modulated convs are grouped convs (the batch folded into groups) so the network exports to ONNX;
 `set_fused_modconv(model, False)` switches them to the equivalent non-fused form (modulate the
 input, one shared conv weight, demodulate the output), whose exported graph has a dynamic batch.
-Index bookkeeping (see shared/layouts/README.md): `convs[2r]` (up-sampling) and `convs[2r+1]` run at
+Index bookkeeping (the key layouts in tests/layouts/ follow it): `convs[2r]` (up-sampling) and `convs[2r+1]` run at
 2^(r+3) px and `to_rgbs[r]` follows them; noise i feeds conv1 (i=0), convs[2r] (i=2r+1) and
 convs[2r+1] (i=2r+2), its side is 2^((i+5)//2); latent j feeds conv1 (0), to_rgb1 (1), then
 convs[2r] (2r+1), convs[2r+1] (2r+2), to_rgbs[r] (2r+3).
