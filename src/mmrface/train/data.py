@@ -15,6 +15,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torch.utils.data import default_collate
 
+from mmrface.errors import UserError
+
 
 class _EpochItems(Dataset):
     """Index by (epoch, index): sets the wrapped data set's epoch, then returns its item."""
@@ -71,7 +73,11 @@ class StepBatches:
         loader = DataLoader(_EpochItems(self.dataset), batch_sampler=_KeySampler(self, start),
                             num_workers=self.num_workers, collate_fn=default_collate,
                             persistent_workers=False, generator=torch.Generator().manual_seed(self.seed))
-        yield from loader
+        try:
+            yield from loader
+        except UserError as exc:  # raised in a worker: torch wraps the worker's whole traceback into it
+            lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+            raise UserError(lines[-1].split("UserError: ", 1)[-1] if lines else "a data worker failed") from None
 
 
 class _KeySampler:

@@ -109,6 +109,9 @@ def build_run(cfg: Config, ctx: dist_utils.DistContext, resuming: bool = False) 
         if not u_root.is_dir():
             raise UserError(f"data.unpaired_root: folder not found: {dc.unpaired_root}")
         unpaired = UnpairedLQDataset(u_root, size, augment=dc.augment, seed=tc.seed + 1)
+    for ds in (dataset, unpaired):  # a folder where nothing decodes: one line now, not a worker traceback later
+        if ds is not None:
+            ds.load(0)
     obj = Objectives(cfg, dataset.landmarks is not None, unpaired is not None).to(ctx.device)
     prior_line = _load_prior(G, cfg, resuming)
     G.to(ctx.device).train()
