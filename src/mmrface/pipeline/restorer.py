@@ -6,7 +6,15 @@
 
 A `Restorer` holds only immutable things (the network, the detector, options), never the current
 photo: `restore` is a pure function of its arguments, so one instance can serve a web server.
-The steps are functions over values: detect -> align -> network (batched) -> paste.
+The steps are functions over values: detect -> align -> network (batched) -> paste. They are also
+callable one by one, for front ends that run them on different machines (`mmrface.batch`):
+
+    prepared = restorer.prepare(rgb)                       # detect + align (CPU)
+    restored = restorer.restore_crops(prepared.crops)      # the network, batched (GPU)
+    result = paste_photo(prepared, restored, alpha)        # paste back (CPU)
+
+`prepare_photo` and `paste_photo` are the same steps as plain functions (a detector and a crop
+size instead of a `Restorer`), so a worker that never runs the network need not load it.
 """
 
 from __future__ import annotations
@@ -80,6 +88,64 @@ def load_network(weights: str | Path, device: torch.device) -> tuple[torch.nn.Mo
     return model.to(device).eval(), meta
 
 
+@dataclass
+class PreparedPhoto:
+    """A photo after detect + align, before the network: what `restore_crops` and `paste_photo` need.
+
+    crops (N, S, S, 3) uint8 and affines (N, 2, 3) image -> crop; `aligned`: the photo is one
+    aligned face (resized to S x S as the only crop); `grey`: the photo has no colour.
+    """
+
+    rgb: np.ndarray
+    faces: list[Face]
+    crops: np.ndarray
+    affines: np.ndarray
+    grey: bool
+    upscale: float
+    aligned: bool = False
+
+
+def pick_detectors(detector: str = "auto", options: dict | None = None):
+    """(detector, fallback or None) for a backend name; "auto" = the default with MMOD as fallback."""
+    name = DEFAULT_DETECTOR if detector == "auto" else detector
+    return get_detector(name, **(options or {})), (FALLBACK_DETECTOR if detector == "auto" else None)
+
+
+def prepare_photo(rgb: np.ndarray, size: int, detector, fallback=None, upscale: float = 2, aligned: bool = False,
+                  only_center_face: bool = False, largest_face: bool = False, min_size: int = 0,
+                  faces: Sequence[Face] | None = None) -> PreparedPhoto:
+    """Detect (unless `faces` or `aligned`) and align the faces of `rgb` into `size` x `size` crops."""
+    rgb = _check_image(rgb)
+    grey = bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+    if aligned:
+        h, w = rgb.shape[:2]
+        interp = cv2.INTER_AREA if max(h, w) > size else cv2.INTER_CUBIC
+        crop = cv2.resize(rgb, (size, size), interpolation=interp) if (h, w) != (size,) * 2 else rgb
+        affine = np.array([[size / w, 0, 0], [0, size / h, 0]], np.float64)
+        return PreparedPhoto(rgb, [], crop[None], affine[None], grey, upscale, aligned=True)
+    if faces is None:
+        faces = detect_faces(rgb, detector, only_center_face=only_center_face, largest_only=largest_face,
+                             min_size=min_size, fallback=fallback)
+    if faces:
+        crops, affines = align_faces(rgb, faces, size)
+    else:
+        crops, affines = np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 2, 3))
+    return PreparedPhoto(rgb, list(faces), crops, affines, grey, upscale)
+
+
+def paste_photo(prepared: PreparedPhoto, restored: np.ndarray, alpha: np.ndarray | None = None) -> RestoreResult:
+    """Paste restored crops (N, S, S, 3) back onto the upscaled photo of `prepared`."""
+    p = prepared
+    if p.grey:
+        restored = _to_grey(restored)
+    if p.aligned:
+        return _paste_aligned(p, restored[0])
+    image = paste_faces(p.rgb, restored, p.affines, upscale=p.upscale)
+    faces = [RestoredFace(f.box, f.landmarks, f.score, c, r, a)
+             for f, c, r, a in zip(p.faces, p.crops, restored, p.affines)]
+    return RestoreResult(image, faces, _scale_alpha(alpha, image.shape[:2]))
+
+
 class Restorer:
     """Detect, align, restore and paste back every face of a photo.
 
@@ -127,8 +193,7 @@ class Restorer:
             self.model, self.size = model, int(model.size)
             self.network = self._torch_network
         self.detector_name = DEFAULT_DETECTOR if detector == "auto" else detector
-        self.fallback = FALLBACK_DETECTOR if detector == "auto" else None
-        self.detector = get_detector(self.detector_name, **(detector_options or {}))
+        self.detector, self.fallback = pick_detectors(detector, detector_options)
 
     # -- network -----------------------------------------------------------------------------
     def _torch_network(self, x: torch.Tensor, w: float) -> torch.Tensor:
@@ -152,6 +217,16 @@ class Restorer:
         return detect_faces(rgb, self.detector, only_center_face=only_center_face,
                             largest_only=largest_face, min_size=min_size, fallback=self.fallback)
 
+    def prepare(self, rgb: np.ndarray, aligned: bool = False, only_center_face: bool = False,
+                largest_face: bool = False, min_size: int = 0, faces: Sequence[Face] | None = None,
+                upscale: float | None = None) -> PreparedPhoto:
+        """Detect and align (no network): `restore_crops(p.crops)` and `paste_photo` finish the photo."""
+        upscale = self.upscale if upscale is None else float(upscale)
+        if not 1 <= upscale <= 8:
+            raise UserError(f"upscale must be in [1, 8], got {upscale}")
+        return prepare_photo(rgb, self.size, self.detector, self.fallback, upscale, aligned,
+                             only_center_face, largest_face, min_size, faces)
+
     def restore(self, rgb: np.ndarray, aligned: bool = False, only_center_face: bool = False,
                 largest_face: bool = False, fidelity: float | None = None, alpha: np.ndarray | None = None,
                 min_size: int = 0, faces: Sequence[Face] | None = None,
@@ -162,43 +237,19 @@ class Restorer:
         result is that face at (input size × upscale). `faces` skips detection (video tracking).
         `fidelity` and `upscale` override the instance's defaults for this call.
         """
-        rgb = _check_image(rgb)
-        upscale = self.upscale if upscale is None else float(upscale)
-        if not 1 <= upscale <= 8:
-            raise UserError(f"upscale must be in [1, 8], got {upscale}")
-        grey = bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
-        if aligned:
-            return self._restore_aligned(rgb, fidelity, grey, upscale)
-        if faces is None:
-            faces = self.find_faces(rgb, only_center_face, largest_face, min_size)
-        restored_faces: list[RestoredFace] = []
-        if faces:
-            crops, affines = align_faces(rgb, faces, self.size)
-            restored = self.restore_crops(crops, fidelity)
-            if grey:
-                restored = _to_grey(restored)
-            image = paste_faces(rgb, restored, affines, upscale=upscale)
-            restored_faces = [RestoredFace(f.box, f.landmarks, f.score, c, r, a)
-                              for f, c, r, a in zip(faces, crops, restored, affines)]
-        else:
-            image = paste_faces(rgb, np.zeros((0, self.size, self.size, 3), np.uint8), np.zeros((0, 2, 3)),
-                                upscale=upscale)
-        return RestoreResult(image, restored_faces, _scale_alpha(alpha, image.shape[:2]))
+        prepared = self.prepare(rgb, aligned, only_center_face, largest_face, min_size, faces, upscale)
+        return paste_photo(prepared, self.restore_crops(prepared.crops, fidelity), alpha)
 
-    def _restore_aligned(self, rgb: np.ndarray, fidelity: float | None, grey: bool, upscale: float) -> RestoreResult:
-        h, w = rgb.shape[:2]
-        interp = cv2.INTER_AREA if max(h, w) > self.size else cv2.INTER_CUBIC
-        crop = cv2.resize(rgb, (self.size, self.size), interpolation=interp) if (h, w) != (self.size,) * 2 else rgb
-        restored = self.restore_crops(crop[None], fidelity)[0]
-        if grey:
-            restored = _to_grey(restored[None])[0]
-        out_w, out_h = round(w * upscale), round(h * upscale)
-        image = restored if (out_h, out_w) == restored.shape[:2] else cv2.resize(
-            restored, (out_w, out_h), interpolation=cv2.INTER_LANCZOS4 if out_w > self.size else cv2.INTER_AREA)
-        sx, sy = self.size / w, self.size / h
-        affine = np.array([[sx, 0, 0], [0, sy, 0]], np.float64)
-        face = RestoredFace(np.array([0, 0, w, h], np.float32), np.zeros((5, 2), np.float32), 1.0, crop, restored, affine)
-        return RestoreResult(image, [face])
+
+def _paste_aligned(p: PreparedPhoto, restored: np.ndarray) -> RestoreResult:
+    h, w = p.rgb.shape[:2]
+    size = restored.shape[0]
+    out_w, out_h = round(w * p.upscale), round(h * p.upscale)
+    image = restored if (out_h, out_w) == restored.shape[:2] else cv2.resize(
+        restored, (out_w, out_h), interpolation=cv2.INTER_LANCZOS4 if out_w > size else cv2.INTER_AREA)
+    face = RestoredFace(np.array([0, 0, w, h], np.float32), np.zeros((5, 2), np.float32), 1.0, p.crops[0],
+                        restored, p.affines[0])
+    return RestoreResult(image, [face])
 
 
 def _onnx_network(backend: str, onnx: str | Path | None, device: torch.device):
