@@ -21,11 +21,12 @@ INSTALL_HINT = "--engine ray needs Ray Data, which is not installed here: pip in
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of `mmrface restore` that choose and steer the Ray engine (no Ray import)."""
-    g = p.add_argument_group("batch across machines (--engine ray; inputs and outputs may be s3:// or gs:// URIs)")
+    g = p.add_argument_group("batch across machines (--engine ray): -i may also be a quoted glob or a .txt list "
+                             "of paths; -i and -o may be s3:// or gs:// URIs")
     g.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: this process (default); ray: a Ray cluster, resumable, one manifest row per input")
     g.add_argument("--address", default=None,
-                   help="Ray cluster to join (auto, HOST:PORT, ray://HOST:10001); default: start Ray on this machine")
+                   help="Ray cluster to join (auto, or the head's HOST:PORT); default: start Ray on this machine")
     g.add_argument("--results", default=None, metavar="FILE",
                    help="results manifest, JSON Lines (default OUTPUT/manifest.jsonl; required for a remote -o)")
     g.add_argument("--gpus-per-actor", type=float, default=None, metavar="G",

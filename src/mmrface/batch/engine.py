@@ -56,7 +56,8 @@ def run_batch(args) -> int:
     manifest.append(early)
     t0 = time.perf_counter()
     rows = _execute(todo, args, size, manifest) if todo else []
-    manifest.compact()
+    if todo or early:
+        manifest.compact()
     rows += early
     written = sum(r["status"] in ("ok", "no_face") for r in rows)
     errors = [r for r in rows if r["status"] == "error"]

@@ -2,7 +2,7 @@
 
     {"input": "scans/0001.jpg", "output": "out/0001.jpg", "status": "ok", "faces": 2, "error": null,
      "seconds": {"read": 0.02, "detect_align": 0.11, "restore": 0.05, "decode_paste": 0.03, "write": 0.01},
-     "weights_sha256": "9f3c...", "workers": {"prepare": "host:pid", ...}, "finished": "2026-12-02T10:00:00Z"}
+     "weights_sha256": "9f3c...", "workers": {"prepare": "host:pid", ...}, "finished": "2026-12-02T10:00:00.123Z"}
 
 status: `ok` (written, faces restored), `no_face` (written: the photo upscaled, no face found),
 `error` (nothing written; `error` says why), `exists` (the output was there before this manifest
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from mmrface.batch.files import atomic_write_bytes
@@ -34,7 +34,7 @@ def make_row(input: str, output: str | None, status: str, faces: int | None = No
     return {"input": input, "output": output, "status": status, "faces": faces, "error": error,
             "seconds": {k: round(float(v), 4) for k, v in (seconds or {}).items()},
             "weights_sha256": weights_sha256, "workers": workers or {},
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "finished": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
 
 
 class ResultsManifest:
