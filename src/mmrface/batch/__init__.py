@@ -39,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def require_ray() -> None:
+    """UserError with the install line unless Ray Data and pyarrow import."""
     try:
         import pyarrow.fs  # noqa: F401
         import ray.data  # noqa: F401
@@ -46,8 +47,20 @@ def require_ray() -> None:
         raise UserError(INSTALL_HINT) from None
 
 
+def ray_installed() -> bool:
+    """Whether Ray and pyarrow are installed, without importing them (a rerun with nothing to do
+    never pays for importing Ray)."""
+    import importlib.util
+
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("ray", "pyarrow"))
+    except (ImportError, ValueError):  # a module set to None in sys.modules
+        return False
+
+
 def run(args) -> int:
-    require_ray()
+    if not ray_installed():
+        raise UserError(INSTALL_HINT)
     from mmrface.batch.engine import run_batch
 
     return run_batch(args)

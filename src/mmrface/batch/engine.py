@@ -33,12 +33,6 @@ def run_batch(args) -> int:
     inputs, root = list_inputs(args.input, args.recursive)
     plan = plan_outputs(inputs, root, args.output, args.ext, args.suffix)
     manifest = ResultsManifest(_results_path(args))
-    # built once here on CPU: checks weights, detector, -s and -w before any cluster is touched
-    probe = Restorer(args.weights, device="cpu", upscale=args.upscale, detector=args.detector,
-                     fidelity=args.fidelity, batch_size=args.batch_size, backend=args.backend, onnx=args.onnx)
-    size, sha = probe.size, str(probe.meta.get("sha256") or probe.meta.get("weights_sha256") or "unknown")
-    del probe
-
     known = {} if args.overwrite else manifest.rows()
     existing = set() if args.overwrite else _existing_files(args.output)
     todo, early, done_before = [], [], 0
@@ -47,12 +41,18 @@ def run_batch(args) -> int:
         if old is not None and not (old["status"] == "error" and args.retry_errors):
             done_before += 1
         elif error is not None:
-            early.append(make_row(uri, dst, "error", error=error, weights_sha256=sha))
+            early.append(make_row(uri, dst, "error", error=error))
         elif fs_path(dst) in existing:
-            early.append(make_row(uri, dst, "exists", weights_sha256=sha,
+            early.append(make_row(uri, dst, "exists",
                                   error="the output existed before this run and was left alone (--overwrite redoes it)"))
         else:
             todo.append({"input": uri, "output": dst})
+    size = None
+    if todo:  # built once here on CPU: checks weights, detector, -s and -w before the cluster is used
+        probe = Restorer(args.weights, device="cpu", upscale=args.upscale, detector=args.detector,
+                         fidelity=args.fidelity, batch_size=args.batch_size, backend=args.backend, onnx=args.onnx)
+        size = probe.size
+        del probe
     manifest.append(early)
     t0 = time.perf_counter()
     rows = _execute(todo, args, size, manifest) if todo else []
@@ -107,6 +107,9 @@ def _abs_if_file(path: str | None) -> str | None:
 
 
 def _execute(todo: list[dict], args, size: int, manifest: ResultsManifest) -> list[dict]:
+    from mmrface.batch import require_ray
+
+    require_ray()
     import ray
 
     started_here = not ray.is_initialized()
