@@ -59,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", action="store_true", help="also save a side-by-side before/after image")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    from mmrface.batch import add_arguments as add_batch_arguments
+
+    add_batch_arguments(p)  # --engine ray and its flags
 
 
 def input_path(args) -> Path:
@@ -108,6 +111,10 @@ def compare_image(before: np.ndarray, after: np.ndarray) -> np.ndarray:
 
 
 def run(args) -> int:
+    if getattr(args, "engine", "local") == "ray":
+        from mmrface.batch import run as run_batch
+
+        return run_batch(args)
     from mmrface.pipeline.imageio import is_same_file, list_images, read_image, write_image
     from mmrface.pipeline.restorer import Restorer
 
