@@ -50,3 +50,18 @@ def test_lr_schedule_warmup_then_cosine():
     assert f[0] == pytest.approx(1.0) and f[-1] == pytest.approx(0.05)
     assert all(a >= b for a, b in zip(f, f[1:]))  # decays monotonically
     assert f[50] == pytest.approx(0.525)  # half way: the mean of peak and final
+
+
+def test_loss_schedule_changes_a_weight_from_a_step_on():
+    from mmrface.config import load_config
+    from mmrface.errors import UserError
+    from mmrface.train.objectives import Objectives
+
+    cfg = load_config("tiny", ["model.size=32", "loss.lpips=1.0", "loss.schedule={lpips: [[10, 0.1], [20, 0]]}"])
+    obj = Objectives(cfg, has_landmarks=False, has_unpaired=False)
+    assert [obj.weight("lpips", s) for s in (0, 9, 10, 19, 20, 99)] == [1.0, 1.0, 0.1, 0.1, 0.0, 0.0]
+    assert obj.weight("l1", 50) == 1.0 and "schedule: lpips 0.1 from step 10, 0 from step 20" in "\n".join(obj.report)
+    for bad, message in (("{gan: [[5, 1]]}", "the loss is off"), ("{lpipz: [[5, 1]]}", "unknown loss"),
+                         ("{lpips: [[20, 1], [10, 0]]}", "ascending"), ("{lpips: 0.1}", "expected")):
+        with pytest.raises(UserError, match=message):
+            Objectives(load_config("tiny", ["model.size=32", "loss.lpips=1.0", f"loss.schedule={bad}"]), False, False)

@@ -78,6 +78,8 @@ class LossConfig:
     component: float = spec(0.0, lo=0)  # facial-component discriminators (eyes, mouth)
     identity: float = spec(0.0, lo=0)
     identity_weights: str | None = None  # ArcFace-ResNet18 file; identity loss is off without it
+    # a term's weight from a step on: {lpips: [[1250, 0.1]]} = the lpips weight until step 1250, then 0.1
+    schedule: dict = field(default_factory=dict)
     selfsup: SelfSupConfig = field(default_factory=SelfSupConfig)
 
 

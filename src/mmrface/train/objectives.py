@@ -141,6 +141,9 @@ class Objectives(nn.Module):
                       f"over {ss.p_identity_decay_steps} steps")
         else:
             off.append("hq self-reconstruction: off (selfsup.p_identity = 0)")
+        self.schedule = _check_schedule(lc.schedule, self.weights)
+        for name, points in self.schedule.items():
+            on.append(f"schedule: {name} " + ", ".join(f"{w:g} from step {s}" for s, w in points))
         active = [k for k, v in self.weights.items() if v > 0]
         if not active:
             raise UserError("no loss is active: every loss weight is 0")
@@ -189,8 +192,16 @@ class Objectives(nn.Module):
             terms["mean_teacher"] = l1_loss(outs.m_out, outs.m_target)
         return terms
 
-    def total(self, terms: dict[str, Tensor]) -> Tensor:
-        return sum(self.weights[k] * v.float() for k, v in terms.items())
+    def weight(self, name: str, step: int | None = None) -> float:
+        """The weight of a term at `step` (its `loss.schedule`, else the configured weight)."""
+        w = self.weights[name]
+        for start, value in self.schedule.get(name, ()):
+            if step is not None and step >= start:
+                w = value
+        return w
+
+    def total(self, terms: dict[str, Tensor], step: int | None = None) -> Tensor:
+        return sum(self.weight(k, step) * v.float() for k, v in terms.items())
 
     @staticmethod
     def discriminator_terms(d: nn.Module | None, comp: nn.Module | None, real: Tensor, fake: Tensor,
@@ -203,3 +214,23 @@ class Objectives(nn.Module):
             real_l, fake_l = comp(real, boxes), comp(fake_paired, boxes)
             terms["d_component"] = torch.stack([gan.d_logistic(real_l[k], fake_l[k]) for k in real_l]).sum()
         return terms
+
+
+def _check_schedule(schedule: dict, weights: dict[str, float]) -> dict[str, list[tuple[int, float]]]:
+    """`loss.schedule` as {term: [(step, weight), ...]} ascending; a term must be on to be scheduled."""
+    out = {}
+    for name, points in (schedule or {}).items():
+        if name not in weights:
+            raise UserError(f"config loss.schedule: unknown loss {name!r}; known: {sorted(weights)}")
+        if weights[name] <= 0:
+            raise UserError(f"config loss.schedule.{name}: the loss is off (weight 0), so it cannot be scheduled")
+        ok = isinstance(points, list) and all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], int) and not isinstance(p[0], bool)
+            and p[0] >= 0 and isinstance(p[1], (int, float)) and not isinstance(p[1], bool) and p[1] >= 0
+            for p in points)
+        steps = [p[0] for p in points] if ok else []
+        if not ok or steps != sorted(set(steps)):
+            raise UserError(f"config loss.schedule.{name} = {points!r}: expected [[step, weight], ...] with "
+                            "ascending integer steps >= 0 and weights >= 0")
+        out[name] = [(int(a), float(b)) for a, b in points]
+    return out

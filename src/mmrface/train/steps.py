@@ -116,7 +116,7 @@ def generator_step(run: Run, judge: Judge, step: int, batch: dict, ubatch: dict 
         outs = GenOutputs(out_all[:b], rgbs, out_all[b:b + nu] if nu else None,
                           out_all[b + nu:] if m_target is not None else None, m_target)
         terms = obj.generator_terms(step, outs, gb, run.D, run.comp)
-        total = obj.total(terms)
+        total = obj.total(terms, step)
     vals, ok = judge.accept({**terms, "total": total}, step)
     if not ok:
         return GStep(vals, None)
