@@ -19,15 +19,9 @@ import numpy as np
 
 from mmrface.errors import UserError
 from mmrface.pipeline.align import align_faces, transform_points
-from mmrface.pipeline.detect import (
-    DEFAULT_DETECTOR,
-    DETECTORS,
-    FALLBACK_DETECTOR,
-    detect_faces,
-    get_detector,
-    landmarks_68_in_crop,
-)
-from mmrface.pipeline.imageio import atomic_write_bytes, is_same_file, list_images, read_image, write_image
+from mmrface.pipeline.detect import DETECTORS, landmarks_68_in_crop
+from mmrface.pipeline.detection import DetectionOptions, find_faces
+from mmrface.pipeline.imageio import atomic_write_bytes, is_same_file, list_images, read_image, to_8bit, write_image
 
 LANDMARKS_FILE = "landmarks.json"
 
@@ -36,10 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", required=True, help="a photo or a folder of photos")
     parser.add_argument("-o", "--output", required=True, help="folder for the crops and landmarks.json")
     parser.add_argument("--size", type=int, default=512, help="crop size in pixels (default 512)")
-    parser.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS,
-                        help=f"face detector (default {DEFAULT_DETECTOR})")
-    parser.add_argument("--fallback", default=FALLBACK_DETECTOR, choices=(*DETECTORS, "none"),
-                        help=f"detector to try when the first finds no face (default {FALLBACK_DETECTOR})")
+    parser.add_argument("--detector", default="auto", choices=("auto", *DETECTORS),
+                        help="face detector (default auto: mtcnn)")
+    parser.add_argument("--fallback", default="auto", choices=("auto", *DETECTORS, "none"),
+                        help="detector to try when the first finds no face (default auto: dlib-cnn when "
+                             "dlib is installed, else none)")
     parser.add_argument("--largest-face", action="store_true", help="keep only the largest face of each photo")
     parser.add_argument("--only-center-face", action="store_true", help="keep only the face nearest the centre")
     parser.add_argument("--min-face", type=float, default=0, help="skip faces smaller than this (pixels)")
@@ -57,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
-    detector = get_detector(args.detector)
-    fallback = None if args.fallback in ("none", args.detector) else args.fallback
+    detection = DetectionOptions(backend=args.detector, fallback=args.fallback, min_size=args.min_face,
+                                 only_center=args.only_center_face, largest=args.largest_face)
+    detection.resolved_fallback()  # a fallback named but not installed: say so before the first photo
     root = Path(args.input) if Path(args.input).is_dir() else Path(args.input).parent
     records = _load_records(out / LANDMARKS_FILE)
     with_68 = _dlib_available()
@@ -72,15 +68,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"skipped: {exc}")
             failed.append(str(photo))
             continue
-        faces = detect_faces(
-            image.rgb, detector, only_center_face=args.only_center_face,
-            largest_only=args.largest_face, min_size=args.min_face, fallback=fallback,
-        )
+        faces = find_faces(image.rgb, detection)
         if not faces:
             print(f"{photo}: no face found")
             failed.append(str(photo))
             continue
-        crops, affines = align_faces(image.rgb, faces, args.size, border=args.border)
+        crops, affines = align_faces(image.pixels, faces, args.size, border=args.border)  # 16-bit stays 16-bit
         stem = _unique_stem(photo, root, used)
         for k, (face, crop, affine) in enumerate(zip(faces, crops, affines)):
             name = f"{stem}_{k}.png"
@@ -96,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 "affine": np.round(affine, 6).tolist(),
             }
             if with_68:
-                record["68"] = np.round(landmarks_68_in_crop(crop), 1).tolist()
+                record["68"] = np.round(landmarks_68_in_crop(to_8bit(crop)), 1).tolist()
             records[name] = record
         n_faces += len(faces)
         n_ok += 1

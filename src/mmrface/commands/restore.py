@@ -84,7 +84,8 @@ def compare_image(before: np.ndarray, after: np.ndarray) -> np.ndarray:
 
 
 def run(args) -> int:
-    from mmrface.pipeline.imageio import is_same_file, list_images, read_image, write_image
+    from mmrface.pipeline.detection import options_from_detector
+    from mmrface.pipeline.imageio import is_same_file, list_images, read_image, to_8bit, write_image
     from mmrface.pipeline.restorer import Restorer
 
     src = Path(args.input).expanduser()
@@ -99,7 +100,9 @@ def run(args) -> int:
     if not files:
         raise UserError(f"no images found in {src}" + ("" if args.recursive else " (try --recursive)"))
     out_dir = Path(args.output).expanduser()
-    restorer = Restorer(args.weights, device=args.device, upscale=args.upscale, detector=args.detector,
+    detection = options_from_detector(args.detector).replace(
+        only_center=args.only_center_face, largest=args.largest_face, min_size=args.min_face_size)
+    restorer = Restorer(args.weights, device=args.device, upscale=args.upscale, detection=detection,
                         fidelity=args.fidelity, batch_size=args.batch_size, backend=args.backend, onnx=args.onnx)
 
     summary, t0 = Summary(files=len(files)), time.perf_counter()
@@ -119,9 +122,8 @@ def run(args) -> int:
             if dst.suffix.lstrip(".") in VIDEO_EXTS:
                 raise UserError(f"--ext {dst.suffix.lstrip('.')} is for videos; this is an image")
             img = read_image(path)
-            result = restorer.restore(img.rgb, aligned=args.aligned, only_center_face=args.only_center_face,
-                                      largest_face=args.largest_face, alpha=img.alpha, min_size=args.min_face_size)
-            write_image(dst, result.image, alpha=result.alpha, bit_depth=img.bit_depth if dst.suffix == ".png" else 8)
+            result = restorer.restore(img.pixels, aligned=args.aligned, alpha=img.alpha)  # 16-bit stays 16-bit
+            write_image(dst, result.image, alpha=result.alpha)
             summary.restored += 1
             summary.faces += len(result.faces)
             if not result.faces:
@@ -132,7 +134,7 @@ def run(args) -> int:
                     write_image(out_dir / "faces" / f"{stem}_{k:02d}_lq.png", face.crop_lq)
                     write_image(out_dir / "faces" / f"{stem}_{k:02d}_restored.png", face.crop_restored)
             if args.compare:
-                write_image(out_dir / "compare" / f"{stem}.jpg", compare_image(img.rgb, result.image), quality=92)
+                write_image(out_dir / "compare" / f"{stem}.jpg", compare_image(img.rgb, to_8bit(result.image)), quality=92)
         except UserError as exc:
             summary.errors.append(f"{path}: {exc}")
             _say(progress, f"mmrface: error: {path}: {exc}")
@@ -151,8 +153,7 @@ def _restore_video(path: Path, dst: Path, restorer, args, progress) -> int:
 
     if dst.suffix.lstrip(".") not in VIDEO_EXTS | {"avi", "m4v"}:
         dst = dst.with_suffix(path.suffix.lower())
-    result = restore_video(path, dst, restorer, fidelity=args.fidelity, only_center_face=args.only_center_face,
-                           largest_face=args.largest_face, min_size=args.min_face_size, progress=not args.quiet)
+    result = restore_video(path, dst, restorer, fidelity=args.fidelity, progress=not args.quiet)
     _say(progress, f"{path.name}: {result.report()}")
     return int(result.faces)
 

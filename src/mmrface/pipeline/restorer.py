@@ -4,9 +4,14 @@
     result = restorer.restore(rgb)            # uint8 HxWx3 RGB -> RestoreResult
     result.image, [f.box for f in result.faces]
 
-A `Restorer` holds only immutable things (the network, the detector, options), never the current
-photo: `restore` is a pure function of its arguments, so one instance can serve a web server.
-The steps are functions over values: detect -> align -> network (batched) -> paste.
+A `Restorer` holds only immutable things (the network, the detection options, defaults), never the
+current photo: `restore` is a pure function of its arguments, so one instance can serve a web
+server. The steps are functions over values: detect -> align -> network (batched) -> paste.
+Which faces are searched for and kept is one `DetectionOptions` value (`pipeline/detection.py`).
+
+A 16-bit photo (uint16 HxWx3, `imageio.LoadedImage.pixels`) is restored at its depth: detection
+runs on its 8-bit view, the aligned crops, the network's input and output and the pasted photo
+stay uint16, so the background keeps every bit and the result is uint16 too.
 """
 
 from __future__ import annotations
@@ -21,8 +26,12 @@ import torch
 
 from mmrface.errors import UserError
 from mmrface.pipeline.align import align_faces
-from mmrface.pipeline.detect import DEFAULT_DETECTOR, FALLBACK_DETECTOR, Face, detect_faces, get_detector
+from mmrface.pipeline.detect import Face, get_detector
+from mmrface.pipeline.detection import DetectionOptions, find_faces, options_from_detector
+from mmrface.pipeline.imageio import to_8bit
 from mmrface.pipeline.paste import paste_faces
+
+MIN_SIDE = 8  # smallest photo (short side) the Restorer accepts
 
 
 @dataclass
@@ -37,7 +46,7 @@ class RestoredFace:
 
 @dataclass
 class RestoreResult:
-    image: np.ndarray  # restored photo (upscaled), uint8 HxWx3 RGB
+    image: np.ndarray  # restored photo (upscaled), HxWx3 RGB of the input's dtype (uint8 or uint16)
     faces: list[RestoredFace] = field(default_factory=list)
     alpha: np.ndarray | None = None  # upscaled alpha channel when the input had one
 
@@ -52,14 +61,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def to_tensor(crops: np.ndarray) -> torch.Tensor:
-    """(N, S, S, 3) uint8 RGB -> (N, 3, S, S) float in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    """(N, S, S, 3) uint8 or uint16 RGB -> (N, 3, S, S) float in [-1, 1]."""
+    half = 127.5 if crops.dtype == np.uint8 else 32767.5
+    x = torch.from_numpy(np.ascontiguousarray(crops).astype(np.float32, copy=False))
+    return x.permute(0, 3, 1, 2).div(half).sub(1.0)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(N, 3, S, S) in [-1, 1] -> (N, S, S, 3) uint8 RGB (rounded, clamped)."""
-    x = images.detach().float().clamp(-1, 1).add(1).mul(127.5).round()
-    return x.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
+    return to_pixels(images, np.uint8)
+
+
+def to_pixels(images: torch.Tensor, dtype=np.uint8) -> np.ndarray:
+    """(N, 3, S, S) in [-1, 1] -> (N, S, S, 3) RGB of `dtype` (uint8 or uint16; rounded, clamped)."""
+    half = 127.5 if dtype == np.uint8 else 32767.5
+    x = images.detach().float().clamp(-1, 1).add(1).mul(half).round()
+    return x.permute(0, 2, 3, 1).cpu().numpy().astype(dtype)
 
 
 def load_network(weights: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -88,8 +105,11 @@ class Restorer:
             checkpoint that `mmrface weights import` understands). Ignored when `model` is given.
         device: "auto", "cpu", "cuda", "cuda:1" …
         upscale: background and output scale factor `-s`.
-        detector: detector backend name (see `mmrface.pipeline.detect`); "auto" is the default
-            backend with the slower, pose-tolerant MMOD detector as fallback when it finds nothing.
+        detection: the `DetectionOptions` of every photo (backend, fallback, min face size,
+            only-center / largest face, search sizes); see `mmrface.pipeline.detection`.
+        detector, detector_options: the older way to say it, used when `detection` is not given:
+            "auto" = the default backend with the MMOD fallback (when dlib is installed), a
+            backend name = that backend alone, with `detector_options` for its constructor.
         fidelity: default fidelity weight w in [0, 1] (0 = prior, 1 = faithful to the input).
         batch_size: faces per network call.
         fp16: half precision on CUDA (ignored on CPU).
@@ -103,7 +123,7 @@ class Restorer:
     def __init__(self, weights: str | Path | None = None, device: str | None = "auto", upscale: float = 2,
                  detector: str = "auto", fidelity: float = 0.5, batch_size: int = 4, fp16: bool = True,
                  model: torch.nn.Module | None = None, network=None, detector_options: dict | None = None,
-                 backend: str = "auto", onnx: str | Path | None = None):
+                 backend: str = "auto", onnx: str | Path | None = None, detection: DetectionOptions | None = None):
         if not 0.0 <= fidelity <= 1.0:
             raise UserError(f"fidelity must be in [0, 1], got {fidelity}")
         if not 1 <= upscale <= 8:
@@ -126,9 +146,14 @@ class Restorer:
                 model = model.half()
             self.model, self.size = model, int(model.size)
             self.network = self._torch_network
-        self.detector_name = DEFAULT_DETECTOR if detector == "auto" else detector
-        self.fallback = FALLBACK_DETECTOR if detector == "auto" else None
-        self.detector = get_detector(self.detector_name, **(detector_options or {}))
+        self.detection = detection if detection is not None else options_from_detector(detector, detector_options)
+        self.detector_name = self.detection.primary
+        self.detector = get_detector(self.detector_name, **dict(self.detection.backend_options))
+
+    @property
+    def fallback(self) -> str | None:
+        """The backend searched when the primary finds no face (None: no fallback)."""
+        return self.detection.resolved_fallback()
 
     # -- network -----------------------------------------------------------------------------
     def _torch_network(self, x: torch.Tensor, w: float) -> torch.Tensor:
@@ -137,30 +162,38 @@ class Restorer:
             return self.model(x, w=w, noise_mode="const" if _has_const_noise(self.model) else "zero").float()
 
     def restore_crops(self, crops: np.ndarray, fidelity: float | None = None) -> np.ndarray:
-        """Aligned crops (N, S, S, 3) uint8 RGB -> restored crops, batched."""
+        """Aligned crops (N, S, S, 3) uint8 or uint16 RGB -> restored crops of that dtype, batched."""
         w = self.fidelity if fidelity is None else float(fidelity)
         if not 0.0 <= w <= 1.0:
             raise UserError(f"fidelity must be in [0, 1], got {w}")
         out = []
         for i in range(0, len(crops), self.batch_size):
-            out.append(to_uint8(self.network(to_tensor(crops[i:i + self.batch_size]), w)))
-        return np.concatenate(out) if out else np.zeros((0, self.size, self.size, 3), np.uint8)
+            out.append(to_pixels(self.network(to_tensor(crops[i:i + self.batch_size]), w), crops.dtype))
+        return np.concatenate(out) if out else np.zeros((0, self.size, self.size, 3), crops.dtype)
 
     # -- whole photo -------------------------------------------------------------------------
-    def find_faces(self, rgb: np.ndarray, only_center_face: bool = False, largest_face: bool = False,
-                   min_size: int = 0) -> list[Face]:
-        return detect_faces(rgb, self.detector, only_center_face=only_center_face,
-                            largest_only=largest_face, min_size=min_size, fallback=self.fallback)
+    def detection_for(self, only_center_face: bool | None = None, largest_face: bool | None = None,
+                      min_size: float | None = None) -> DetectionOptions:
+        """The instance's detection options with these per-call choices (None: keep the instance's)."""
+        changes = {k: v for k, v in (("only_center", only_center_face), ("largest", largest_face),
+                                     ("min_size", min_size)) if v is not None}
+        return self.detection.replace(**changes) if changes else self.detection
 
-    def restore(self, rgb: np.ndarray, aligned: bool = False, only_center_face: bool = False,
-                largest_face: bool = False, fidelity: float | None = None, alpha: np.ndarray | None = None,
-                min_size: int = 0, faces: Sequence[Face] | None = None,
+    def find_faces(self, rgb: np.ndarray, only_center_face: bool | None = None, largest_face: bool | None = None,
+                   min_size: float | None = None) -> list[Face]:
+        """The faces `restore` would restore in `rgb` (uint8 or uint16 HxWx3)."""
+        return find_faces(to_8bit(rgb), self.detection_for(only_center_face, largest_face, min_size))
+
+    def restore(self, rgb: np.ndarray, aligned: bool = False, only_center_face: bool | None = None,
+                largest_face: bool | None = None, fidelity: float | None = None, alpha: np.ndarray | None = None,
+                min_size: float | None = None, faces: Sequence[Face] | None = None,
                 upscale: float | None = None) -> RestoreResult:
-        """Restore every face of `rgb` (uint8 HxWx3 RGB) and paste it back on the upscaled photo.
+        """Restore every face of `rgb` (uint8 or uint16 HxWx3 RGB) and paste it back on the upscaled photo.
 
         With `aligned=True` the input is one aligned face crop: it is restored as a whole and the
         result is that face at (input size × upscale). `faces` skips detection (video tracking).
-        `fidelity` and `upscale` override the instance's defaults for this call.
+        `fidelity` and `upscale` override the instance's defaults for this call, and
+        `only_center_face`, `largest_face`, `min_size` its detection options (None: keep them).
         """
         rgb = _check_image(rgb)
         upscale = self.upscale if upscale is None else float(upscale)
@@ -181,7 +214,7 @@ class Restorer:
             restored_faces = [RestoredFace(f.box, f.landmarks, f.score, c, r, a)
                               for f, c, r, a in zip(faces, crops, restored, affines)]
         else:
-            image = paste_faces(rgb, np.zeros((0, self.size, self.size, 3), np.uint8), np.zeros((0, 2, 3)),
+            image = paste_faces(rgb, np.zeros((0, self.size, self.size, 3), rgb.dtype), np.zeros((0, 2, 3)),
                                 upscale=upscale)
         return RestoreResult(image, restored_faces, _scale_alpha(alpha, image.shape[:2]))
 
@@ -221,17 +254,19 @@ def _has_const_noise(model: torch.nn.Module) -> bool:
 
 
 def _check_image(rgb: np.ndarray) -> np.ndarray:
-    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        shape = getattr(rgb, "shape", None)
-        raise UserError(f"expected a uint8 HxWx3 RGB image, got {type(rgb).__name__} {shape}")
-    if min(rgb.shape[:2]) < 8:
-        raise UserError(f"image too small: {rgb.shape[1]}x{rgb.shape[0]}")
+    if (not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3
+            or rgb.dtype not in (np.uint8, np.uint16)):
+        shape, dtype = getattr(rgb, "shape", None), getattr(rgb, "dtype", "")
+        raise UserError(f"expected a uint8 or uint16 HxWx3 RGB image, got {type(rgb).__name__} {shape} {dtype}")
+    if min(rgb.shape[:2]) < MIN_SIDE:
+        raise UserError(f"image too small: {rgb.shape[1]}x{rgb.shape[0]} (at least {MIN_SIDE}x{MIN_SIDE})")
     return rgb
 
 
 def _to_grey(crops: np.ndarray) -> np.ndarray:
     y = crops.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    return np.repeat(np.clip(np.round(y), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+    top = np.iinfo(crops.dtype).max
+    return np.repeat(np.clip(np.round(y), 0, top).astype(crops.dtype)[..., None], 3, axis=-1)
 
 
 def _scale_alpha(alpha: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
