@@ -206,3 +206,27 @@ def test_the_slot_hands_memory_back_after_each_request(gated, monkeypatch):
     assert gated.client.post("/v1/faces", files={"image": ("a.jpg", photo)}).status_code == 200
     assert gated.client.post("/v1/restore", files={"image": ("a.jpg", photo)}).status_code == 200
     assert calls == [1, 1]  # once per request, while it still holds the slot, after its image is freed
+
+
+def test_heavy_work_runs_on_one_worker_thread(weights):  # noqa: F811
+    """Each request thread that ran torch got its own OpenMP team of helper threads and buffers:
+    16 request threads left an idle process 200 MB larger with 36 threads. Now every request's work
+    runs on the service's one worker thread."""
+
+    class Recording(Restorer):
+        threads: set = set()
+
+        def restore(self, *args, **kwargs):
+            Recording.threads.add(threading.get_ident())
+            return super().restore(*args, **kwargs)
+
+    server = LiveServer(create_app(Recording(weights, device="cpu", upscale=1, fp16=False), ui=False))
+    try:
+        photo = degraded_astronaut()
+        with ThreadPoolExecutor(6) as pool:
+            statuses = list(pool.map(lambda _: server.client.post(
+                "/v1/restore", files={"image": ("a.jpg", photo)}).status_code, range(12)))
+    finally:
+        server.close()
+    assert statuses == [200] * 12
+    assert len(Recording.threads) == 1 and threading.get_ident() not in Recording.threads

@@ -2,7 +2,10 @@
 a single restore slot per worker process.
 
 A shared CPU server must not run two restores at once (each already uses every core), so all
-heavy work (decoding, detection, restoration, encoding the result) runs under one lock. Requests
+heavy work (decoding, detection, restoration, encoding the result) runs under one lock, on one
+worker thread: torch's OpenMP runtime gives every thread that calls it a team of helper threads
+with their own buffers, and with the web server's pool of request threads that added up to
+hundreds of MB that an idle server kept. Requests
 wait for it in a bounded queue: once `limits.max_queue` are waiting, a new request is refused with
 `Busy` (503) at once, with a Retry-After estimate. An upload is checked before it queues (bytes,
 header, output size, a photo too small to hold a face: `web/limits.py`) and decoded only once
@@ -20,6 +23,7 @@ import ctypes.util
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +74,7 @@ class RestoreService:
         self._lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._pending = 0  # requests holding or waiting for the slot
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="mmrface-restore")  # the slot's one thread
         self._seconds = 1.0  # running mean of how long a request holds the slot (for Retry-After)
 
     # -- parameters ------------------------------------------------------------------------------
@@ -145,21 +150,23 @@ class RestoreService:
     def _in_slot(self, data: bytes, name: str, job: Callable[[LoadedImage], T]) -> T:
         """Decode `data` and run `job(image)` holding the slot; the decoded image and everything made
         from it are freed before the slot is released (and the freed memory handed back)."""
+        return self._run(_decoded, data, name, job)
+
+    def _run(self, fn: Callable[..., T], *args) -> T:
+        """`fn(*args)` on the worker thread, holding the slot (Busy when the queue is full)."""
         with self.slot():
-            return _decoded(data, name, job)
+            return self._worker.submit(fn, *args).result()
 
     def restore(self, image: LoadedImage, opts: RestoreOptions) -> RestoreResult:
         """Restore an already decoded photo (or the one aligned crop) with `opts`, in the slot."""
         h, w = image.rgb.shape[:2]
         name = Path(image.path).name
         self.check(ImageHeader(w, h, ""), name, opts, restoring=True)
-        with self.slot():
-            return self._restore(image, opts)
+        return self._run(self._restore, image, opts)
 
     def find_faces(self, image: LoadedImage, opts: RestoreOptions) -> list[Face]:
         """Detected faces (boxes, 5 landmarks, scores) of a decoded photo, in input-pixel coordinates."""
-        with self.slot():
-            return find_faces(image.rgb, self.detection_for(opts))
+        return self._run(find_faces, image.rgb, self.detection_for(opts))
 
     def _restore(self, image: LoadedImage, opts: RestoreOptions) -> RestoreResult:
         faces = None if opts.aligned else find_faces(image.rgb, self.detection_for(opts))
