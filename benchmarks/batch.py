@@ -94,13 +94,14 @@ def manifest_rows(path: Path) -> list[dict]:
 def cpu_stages_512(photos: list[Path], long_side: int, repeats: int = 2) -> dict[str, float]:
     """Median seconds per photo of decode, detect+align, paste (identity restore) and encode at 512 px."""
     from mmrface.pipeline.imageio import read_image, write_image
-    from mmrface.pipeline.restorer import paste_photo, pick_detectors, prepare_photo
+    from mmrface.pipeline.detection import DetectionOptions
+    from mmrface.pipeline.restorer import paste_photo, prepare_photo
 
     import torch
 
     torch.set_num_threads(1)  # one core, as one Ray CPU task gets
     cv2.setNumThreads(1)
-    det, fallback = pick_detectors("auto")
+    detection = DetectionOptions()
     acc: dict[str, list[float]] = {"decode": [], "detect_align": [], "paste": [], "encode_write": []}
     tmp = Path(tempfile.mkdtemp(prefix="mmr-bench-"))
     try:
@@ -115,7 +116,7 @@ def cpu_stages_512(photos: list[Path], long_side: int, repeats: int = 2) -> dict
                 t0 = time.perf_counter()
                 img = read_image(src)
                 t1 = time.perf_counter()
-                prepared = prepare_photo(img.rgb, 512, det, fallback, upscale=2)
+                prepared = prepare_photo(img.rgb, 512, detection, upscale=2)
                 t2 = time.perf_counter()
                 result = paste_photo(prepared, prepared.crops)
                 t3 = time.perf_counter()

@@ -56,6 +56,7 @@ def server(tmp_path_factory):
     from mmrface.weights import save_weights
 
     tmp = tmp_path_factory.mktemp("serve")
+    server_tmp = tmp_path_factory.mktemp("server_tmpdir")  # the server's TMPDIR: empty again after SIGTERM
     cfg = load_config("tiny")
     weights = tmp / "tiny.safetensors"
     save_weights(weights, build_model(cfg.model).state_dict(), cfg.to_dict())
@@ -63,7 +64,8 @@ def server(tmp_path_factory):
     log = open(tmp / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "mmrface", "serve", "--host", "127.0.0.1", "--port", str(port),
                              "--weights", str(weights), "--device", "cpu", "--log-level", "warning"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
+                            env={**os.environ, "TMPDIR": str(server_tmp), "GRADIO_TEMP_DIR": ""})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -87,6 +89,9 @@ def server(tmp_path_factory):
             proc.kill()
             proc.wait()
         log.close()
+    # SIGTERM is a clean stop that removes the server's temporary folder (results, users' uploads)
+    assert proc.returncode == 0, (tmp / "serve.log").read_text()[-3000:]
+    assert sorted(p.name for p in server_tmp.iterdir()) == []
 
 
 @pytest.fixture

@@ -179,3 +179,18 @@ def test_paired_test_set_without_params(tmp_path):
     assert item["lq"].min() == -1 and item["hq"].max() == 1
     with pytest.raises(UserError, match="missing folder"):
         PairedTestSet(tmp_path / "lq")
+
+
+def test_16bit_tif_faces_are_read_at_full_precision(tmp_path):
+    import cv2
+
+    root = tmp_path / "deep"
+    root.mkdir()
+    y, x = np.mgrid[0:64, 0:64]
+    deep = np.stack([x * 1000 + 7, y * 1000 + 9, (x + y) * 500 + 3], axis=-1).astype(np.uint16)
+    assert cv2.imwrite(str(root / "face.tif"), deep[..., ::-1])
+    ds = FaceFolderDataset(root, 64, None, augment=False, landmarks=None)
+    hq = (ds[0]["hq"].permute(1, 2, 0).numpy() + 1) / 2
+    np.testing.assert_allclose(hq, deep / 65535.0, atol=2e-6)  # not rounded to 8 bits (error up to 0.002)
+    lq = UnpairedLQDataset(root, 64)[0]["lq"]
+    np.testing.assert_allclose((lq.permute(1, 2, 0).numpy() + 1) / 2, deep / 65535.0, atol=2e-6)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from mmrface.cli import main
-from mmrface.data.images import read_rgb, write_png
 from mmrface.data.testset import make_testset
 from mmrface.errors import UserError
 from mmrface.evaluation import BicubicBaseline, ModelMethod, OutputsMethod, evaluate
 from mmrface.models import build_model
+from mmrface.pipeline.imageio import read_pixels, write_image
 from mmrface.weights import save_weights
 
 DATA = Path(__file__).parent / "data"
@@ -30,16 +30,16 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("eval")
     faces = tmp / "faces"
     faces.mkdir()
-    face = read_rgb(DATA / "face128.png")
-    write_png(faces / "a.png", face)
-    write_png(faces / "b.png", np.ascontiguousarray(face[:, ::-1]))
+    face = read_pixels(DATA / "face128.png")
+    write_image(faces / "a.png", face)
+    write_image(faces / "b.png", np.ascontiguousarray(face[:, ::-1]))
     make_testset(faces, tmp / "set", preset="sr4", seed=0, size=64)
     weights = tmp / "tiny_random.safetensors"
     save_weights(weights, build_model(TINY).state_dict(), {"name": "tiny-random", "model": TINY})
     outputs = tmp / "outs"  # "restored" outputs: the HQ slightly blurred, saved at 2x size as JPEG
     outputs.mkdir()
     for p in sorted((tmp / "set" / "hq").glob("*.png")):
-        img = cv2.resize(cv2.GaussianBlur(read_rgb(p), (3, 3), 0.8), (128, 128), interpolation=cv2.INTER_CUBIC)
+        img = cv2.resize(cv2.GaussianBlur(read_pixels(p), (3, 3), 0.8), (128, 128), interpolation=cv2.INTER_CUBIC)
         cv2.imwrite(str(outputs / (p.stem + ".jpg")), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
     return {"set": tmp / "set", "weights": weights, "outputs": outputs, "tmp": tmp}
 
@@ -86,13 +86,13 @@ def test_baseline_is_the_lq_and_unavailable_metrics_are_na(setup):
     # FID without weights, and an outputs folder missing one image: n/a with reasons, no crash
     partial = setup["tmp"] / "partial"
     partial.mkdir()
-    hq0 = read_rgb(setup["set"] / "hq" / "00000.png")
-    write_png(partial / "00000.png", hq0)
+    hq0 = read_pixels(setup["set"] / "hq" / "00000.png")
+    write_image(partial / "00000.png", hq0)
     result = evaluate(setup["set"], [BicubicBaseline(), OutputsMethod("partial", folder=partial)],
                       metrics=["psnr", "fid"])
     base, part = result.report["methods"]
-    lq = [read_rgb(setup["set"] / "lq" / n) for n in ("00000.png", "00001.png")]
-    hq = [read_rgb(setup["set"] / "hq" / n) for n in ("00000.png", "00001.png")]
+    lq = [read_pixels(setup["set"] / "lq" / n) for n in ("00000.png", "00001.png")]
+    hq = [read_pixels(setup["set"] / "hq" / n) for n in ("00000.png", "00001.png")]
     mse = [np.mean((a.astype(float) - b.astype(float)) ** 2) for a, b in zip(lq, hq)]
     assert [r["psnr"] for r in base["per_image"]] == pytest.approx([10 * math.log10(255**2 / m) for m in mse])
     assert "fid-weights" in base["summary"]["fid"]["n/a"] and base["summary"]["fid"]["mean"] is None
@@ -107,8 +107,8 @@ def test_model_method_follows_restore_aligned(setup):
 
     method = ModelMethod("m", weights=str(setup["weights"]), fidelity=0.7, device="cpu")
     result = evaluate(setup["set"], [method], metrics=["psnr"], n_examples=1)
-    lq = read_rgb(setup["set"] / "lq" / "00000.png")
-    hq = read_rgb(setup["set"] / "hq" / "00000.png")
+    lq = read_pixels(setup["set"] / "lq" / "00000.png")
+    hq = read_pixels(setup["set"] / "hq" / "00000.png")
     direct = Restorer(setup["weights"], device="cpu", upscale=1, fidelity=0.7).restore(lq, aligned=True).image
     assert direct.shape == hq.shape
     assert np.array_equal(result.examples["m"][0], direct)
@@ -130,3 +130,16 @@ def test_bad_inputs_give_one_line_errors(setup, tmp_path, capsys):
     (empty / "zzz.png").write_bytes((setup["set"] / "hq" / "00000.png").read_bytes())
     rc = main(["evaluate", "--testset", str(setup["set"]), "--outputs", str(empty), "-q"])
     assert rc == 2 and "matched by name" in capsys.readouterr().err
+
+
+def test_outputs_saved_as_16bit_tif_are_scored(setup, tmp_path):
+    """`restore --ext tif` writes .tif, 16-bit for 16-bit inputs: evaluate reads them, rounding each
+    value to 8 bits (not truncating): an exact copy of the HQ scores PSNR inf."""
+    outs = tmp_path / "tif_outputs"
+    outs.mkdir()
+    for p in sorted((setup["set"] / "hq").glob("*.png")):
+        deep = read_pixels(p).astype(np.uint16) * 257 + 100  # rounds back to the HQ; truncating would not
+        assert cv2.imwrite(str(outs / f"{p.stem}.tif"), deep[..., ::-1])
+    result = evaluate(setup["set"], [OutputsMethod("tif", folder=outs)], metrics=["psnr"])
+    summary = result.report["methods"][0]["summary"]["psnr"]
+    assert summary["n"] == 2 and summary["mean"] == math.inf

@@ -155,3 +155,75 @@ def test_is_same_file(tmp_path):
     assert not is_same_file(tmp_path / "a.png", tmp_path / "b.png")
     os.symlink(tmp_path / "a.png", tmp_path / "link.png")
     assert is_same_file(tmp_path / "link.png", tmp_path / "a.png")
+
+
+# -- one module for every reader and writer (issue 14) ------------------------------------------------
+def _deep_gradient(h=24, w=32) -> np.ndarray:
+    """16-bit RGB whose values need all 16 bits (no value is a multiple of 257)."""
+    y, x = np.mgrid[0:h, 0:w]
+    rgb = np.stack([x * 1000 + 3, y * 2000 + 5, (x + y) * 700 + 11], axis=-1) % 65535
+    rgb[rgb % 257 == 0] += 1
+    return rgb.astype(np.uint16)
+
+
+@pytest.mark.parametrize("ext", ["png", "tif"])
+def test_16bit_files_keep_full_precision_through_read_and_write(tmp_path, ext):
+    from mmrface.pipeline.imageio import to_float
+
+    deep = _deep_gradient()
+    cv2.imwrite(str(tmp_path / f"deep.{ext}"), deep[:, :, ::-1])
+    img = read_image(tmp_path / f"deep.{ext}")
+    assert img.bit_depth == 16 and img.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(img.pixels, deep)  # the file's own values
+    np.testing.assert_array_equal(img.rgb, np.round(deep / 257.0).astype(np.uint8))  # 8-bit view, rounded
+    np.testing.assert_allclose(to_float(img.pixels), deep / 65535.0, atol=1e-6)
+    for out_ext in ("png", "tif", "tiff"):
+        write_image(tmp_path / f"out.{out_ext}", img.pixels)
+        back = cv2.imread(str(tmp_path / f"out.{out_ext}"), cv2.IMREAD_UNCHANGED)
+        assert back.dtype == np.uint16
+        np.testing.assert_array_equal(back[:, :, ::-1], deep)
+    write_image(tmp_path / "out.jpg", img.pixels, quality=100)  # JPEG holds 8 bits: rounded down to them
+    jpeg = read_image(tmp_path / "out.jpg")
+    assert jpeg.bit_depth == 8 and np.abs(jpeg.rgb.astype(int) - img.rgb).mean() < 2
+
+
+def test_decode_bytes_is_read_image_without_a_file(tmp_path):
+    from mmrface.pipeline.imageio import decode, probe
+
+    deep = _deep_gradient()
+    ok, buf = cv2.imencode(".png", deep[:, :, ::-1])
+    data = buf.tobytes()
+    (tmp_path / "d.png").write_bytes(data)
+    from_bytes, from_file = decode(data, "d.png"), read_image(tmp_path / "d.png")
+    np.testing.assert_array_equal(from_bytes.pixels, from_file.pixels)
+    assert from_bytes.bit_depth == 16 and from_bytes.path == "d.png"
+    header = probe(data, "d.png")
+    assert (header.width, header.height) == (32, 24)
+    # the header alone: a file cut after its header still gives its size, and decoding it fails
+    big = np.zeros((3000, 4000, 3), np.uint8)
+    big[::7, ::5] = 255
+    ok, buf = cv2.imencode(".png", big)
+    cut = buf.tobytes()[:2000]
+    assert (probe(cut, "cut.png").width, probe(cut, "cut.png").height) == (4000, 3000)
+    with pytest.raises(UserError, match="cut.png"):
+        decode(cut, "cut.png")
+
+
+def test_dangling_symlink_is_listed_and_named(tmp_path):
+    from mmrface.pipeline.imageio import readable_images
+
+    write_image(tmp_path / "a.png", _stripes())
+    os.symlink(tmp_path / "gone.png", tmp_path / "link.png")
+    assert [p.name for p in list_images(tmp_path)] == ["a.png", "link.png"]
+    with pytest.raises(UserError, match=r"link\.png.*broken"):
+        read_image(tmp_path / "link.png")
+    with pytest.warns(UserWarning, match=r"link\.png"):
+        assert [p.name for p in readable_images(tmp_path)] == ["a.png"]
+
+
+def test_one_extension_set_for_every_reader(tmp_path):
+    from mmrface.pipeline.imageio import readable_images
+
+    for ext in ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"):
+        write_image(tmp_path / f"x_{ext}.{ext}", _stripes())
+    assert len(list_images(tmp_path)) == len(readable_images(tmp_path)) == 7

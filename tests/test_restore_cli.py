@@ -170,3 +170,40 @@ def test_a_face_larger_than_the_model_is_never_downgraded(tmp_path, capsys, tiny
     err = capsys.readouterr().err
     assert "a.png: face 1 spans 171 px, more than the 64-px model: kept as it is" in err
     assert "0 face(s) restored, 1 kept as they were" in err
+
+def _deep_astronaut() -> np.ndarray:
+    """The degraded astronaut as 16-bit RGB whose low byte carries detail 8 bits cannot hold."""
+    low = np.random.default_rng(3).integers(0, 200, (512, 512, 3))
+    return (degraded_astronaut().astype(np.int64) * 257 - 100 + low).clip(0, 65535).astype(np.uint16)
+
+
+@pytest.mark.parametrize("ext,scale", [("tif", "1"), ("png", "2")])
+def test_cli_16bit_in_gives_16bit_out_at_full_precision(tmp_path, tiny_weights, ext, scale):
+    deep = _deep_astronaut()
+    src = tmp_path / "deep.tif"
+    assert cv2.imwrite(str(src), deep[:, :, ::-1])
+    out = tmp_path / "out"
+    assert main(["restore", "-i", str(src), "-o", str(out), "-s", scale, "--ext", ext, "--weights",
+                 str(tiny_weights), "-q", "--device", "cpu"]) == 0
+    got = cv2.imread(str(out / f"deep.{ext}"), cv2.IMREAD_UNCHANGED)
+    assert got.dtype == np.uint16, f"{ext} output is {got.dtype}"
+    got = got[:, :, ::-1]
+    background = deep if scale == "1" else cv2.resize(deep, None, fx=2, fy=2, interpolation=cv2.INTER_LANCZOS4)
+    assert got.shape == background.shape
+    np.testing.assert_array_equal(got[-100:, -100:], background[-100:, -100:])  # untouched: every bit kept
+    k = int(scale)
+    face = got[80 * k:160 * k, 190 * k:250 * k].astype(int)  # the face region was restored
+    assert np.abs(face - background[80 * k:160 * k, 190 * k:250 * k]).mean() > 2 * 257
+
+
+def test_cli_names_a_dangling_symlink(tmp_path, tiny_weights, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.full((80, 120, 3), 200, np.uint8)).save(src / "blank.png")
+    (src / "moved.jpg").symlink_to(tmp_path / "elsewhere" / "moved.jpg")
+    code = main(["restore", "-i", str(src), "-o", str(tmp_path / "out"), "--weights", str(tiny_weights), "-q",
+                 "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "moved.jpg" in err and "broken" in err and "2 file(s)" in err
+    assert (tmp_path / "out" / "blank.png").is_file()

@@ -11,9 +11,9 @@ from PIL import Image
 from mmrface.cli import main
 from mmrface.data.datasets import PairedTestSet
 from mmrface.data.degrade import Degradation
-from mmrface.data.images import read_rgb
 from mmrface.data.testset import BENCHMARK_SEEDS, make_benchmark, make_testset
 from mmrface.errors import UserError
+from mmrface.pipeline.imageio import read_pixels
 
 DATA = Path(__file__).parent / "data"
 
@@ -54,7 +54,7 @@ def test_params_record_replays_the_written_lq(hq_dir, tmp_path):
     assert [it["source"] for it in index["items"]] == ["face.png", "mirror.jpg", "face.png"]
     for it in index["items"]:
         assert it["preset"] == "heavy" and it["seed"] == 5
-        hq, lq = read_rgb(out / "hq" / it["name"]), read_rgb(out / "lq" / it["name"])
+        hq, lq = read_pixels(out / "hq" / it["name"]), read_pixels(out / "lq" / it["name"])
         assert hq.shape == lq.shape == (40, 40, 3)
         np.testing.assert_array_equal(Degradation.apply(hq, it["params"]), lq)
     ds = PairedTestSet(out)

@@ -23,7 +23,8 @@ from dataclasses import fields
 import numpy as np
 
 from mmrface.batch.files import is_remote, load_image, local_path, read_bytes, save_image
-from mmrface.pipeline.restorer import PreparedPhoto, Restorer, paste_photo, pick_detectors, prepare_photo
+from mmrface.pipeline.detection import options_from_detector
+from mmrface.pipeline.restorer import PreparedPhoto, Restorer, paste_photo, prepare_photo
 
 #: columns every stage passes on; `data`, `state` are dropped by `finish_batch`
 COLUMNS = ("input", "output", "error", "faces", "data", "state", "weights_sha256",
@@ -78,7 +79,8 @@ def prepare_batch(batch: dict, *, size: int, detector: str, upscale: float, alig
                   only_center_face: bool = False, largest_face: bool = False, min_size: int = 0,
                   large_faces: str = "blend", paste_mask: str = "face") -> dict:
     """Read, decode, detect and align each photo (CPU)."""
-    det, fallback = pick_detectors(detector)  # cached per worker process by `get_detector`
+    detection = options_from_detector(detector).replace(only_center=only_center_face, largest=largest_face,
+                                                        min_size=min_size)  # backends cached per worker process
     rows = []
     for row in rows_of(batch):
         row.update(error=row.get("error") or None, w_prepare=worker_id())
@@ -88,8 +90,8 @@ def prepare_batch(batch: dict, *, size: int, detector: str, upscale: float, alig
                 data = read_bytes(row["input"]) if is_remote(row["input"]) else None
                 img = load_image(row["input"], data)
                 t1 = time.perf_counter()
-                p = prepare_photo(img.rgb, size, det, fallback, upscale, aligned, only_center_face,
-                                  largest_face, min_size, large_faces=large_faces, paste_mask=paste_mask)
+                p = prepare_photo(img.pixels, size, detection, upscale, aligned, large_faces=large_faces,
+                                  paste_mask=paste_mask)
                 state = {f.name: getattr(p, f.name) for f in fields(p) if f.name != "rgb"}
                 row.update(data=data, state=pickle.dumps(state, protocol=5), faces=len(p.crops),
                            t_read=t1 - t0, t_detect_align=time.perf_counter() - t1)
@@ -151,7 +153,7 @@ def finish_batch(batch: dict) -> dict:
                 img = load_image(row["input"], row["data"])
                 state = pickle.loads(row["state"])
                 restored = state.pop("restored")
-                result = paste_photo(PreparedPhoto(rgb=img.rgb, **state), restored, img.alpha)
+                result = paste_photo(PreparedPhoto(rgb=img.pixels, **state), restored, img.alpha)
                 t1 = time.perf_counter()
                 bit_depth = img.bit_depth if row["output"].lower().endswith(".png") else 8
                 save_image(row["output"], result.image, result.alpha, bit_depth)

@@ -31,15 +31,9 @@ import numpy as np
 
 from mmrface.errors import UserError
 from mmrface.pipeline.align import align_faces, transform_points
-from mmrface.pipeline.detect import (
-    DEFAULT_DETECTOR,
-    DETECTORS,
-    FALLBACK_DETECTOR,
-    detect_faces,
-    get_detector,
-    landmarks_68_in_crop,
-)
-from mmrface.pipeline.imageio import atomic_write_bytes, is_same_file, list_images, read_image, write_image
+from mmrface.pipeline.detect import DETECTORS, landmarks_68_in_crop
+from mmrface.pipeline.detection import DetectionOptions, find_faces
+from mmrface.pipeline.imageio import atomic_write_bytes, is_same_file, list_images, read_image, to_8bit, write_image
 
 LANDMARKS_FILE = "landmarks.json"
 SUMMARY_FILE = "prepare.json"
@@ -50,10 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", required=True, help="a photo or a folder of photos")
     parser.add_argument("-o", "--output", required=True, help="folder for the crops and landmarks.json")
     parser.add_argument("--size", type=int, default=512, help="crop size in pixels (default 512)")
-    parser.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS,
-                        help=f"face detector (default {DEFAULT_DETECTOR})")
-    parser.add_argument("--fallback", default=FALLBACK_DETECTOR, choices=(*DETECTORS, "none"),
-                        help=f"detector to try when the first finds no face (default {FALLBACK_DETECTOR})")
+    parser.add_argument("--detector", default="auto", choices=("auto", *DETECTORS),
+                        help="face detector (default auto: mtcnn)")
+    parser.add_argument("--fallback", default="auto", choices=("auto", *DETECTORS, "none"),
+                        help="detector to try when the first finds no face (default auto: dlib-cnn when "
+                             "dlib is installed, else none)")
     parser.add_argument("--largest-face", action="store_true", help="keep only the largest face of each photo")
     parser.add_argument("--only-center-face", action="store_true", help="keep only the face nearest the centre")
     parser.add_argument("--min-face", type=float, default=0, help="skip faces whose detector box is smaller (pixels)")
@@ -90,11 +85,7 @@ class Job:
 @dataclass(frozen=True)
 class Settings:
     size: int
-    detector: str
-    fallback: str | None
-    largest: bool
-    center: bool
-    min_face: float
+    detection: DetectionOptions
     border: str
 
 
@@ -125,10 +116,10 @@ def run(args: argparse.Namespace) -> int:
     if recipe:
         split = (IdentitySplit.from_manifest(args.manifest) if args.manifest
                  else IdentitySplit.by_hash(args.val_fraction, args.id_regex))
-    fallback = None if args.fallback in ("none", args.detector) else args.fallback
-    settings = Settings(args.size, args.detector, fallback, args.largest_face, args.only_center_face,
-                        args.min_face, args.border)
-    get_detector(args.detector)  # a missing backend is one clear error before any work
+    detection = DetectionOptions(backend=args.detector, fallback=args.fallback, min_size=args.min_face,
+                                 only_center=args.only_center_face, largest=args.largest_face)
+    detection.resolved_fallback()  # a fallback named but not installed: one clear error before any work
+    settings = Settings(args.size, detection, args.border)
     face_filter = FaceFilter(args.min_crop, args.colour)
     summary: dict = {"settings": {k: v for k, v in vars(args).items()
                                   if isinstance(v, (str, int, float, bool, type(None)))}}
@@ -137,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
         lq_photos = list_images(args.lq, recursive=args.recursive)
         if not lq_photos:
             raise UserError(f"--lq {args.lq}: no images found")
-        lq_settings = Settings(args.lq_size or args.size, args.detector, fallback, True, False, 0, args.border)
+        lq_settings = Settings(args.lq_size or args.size, detection.replace(largest=True, only_center=False,
+                                                                             min_size=0), args.border)
         summary["lq"] = _prepare_set(lq_photos, args.lq, out / "lq", lq_settings, split, FaceFilter(), args.workers)
     if recipe:
         atomic_write_bytes(out / SUMMARY_FILE, (json.dumps(summary, indent=1, sort_keys=True) + "\n").encode())
@@ -183,7 +175,7 @@ def _prepare_set(photos: list[Path], input_arg: str, out: Path, settings: Settin
             continue
         kept, reasons = 0, []
         for name, crop, record in faces:
-            keep, reason = face_filter.check(crop, record["crop_px"])
+            keep, reason = face_filter.check(to_8bit(crop), record["crop_px"])
             if not keep:
                 reasons.append(reason)
                 continue
@@ -247,11 +239,10 @@ def _process(job: Job, s: Settings) -> tuple[str, list]:
         image = read_image(job.photo)
     except UserError as exc:
         return "unreadable", [str(exc)]
-    faces = detect_faces(image.rgb, get_detector(s.detector), only_center_face=s.center, largest_only=s.largest,
-                         min_size=s.min_face, fallback=s.fallback)
+    faces = find_faces(image.rgb, s.detection)
     if not faces:
         return "no_face", []
-    crops, affines = align_faces(image.rgb, faces, s.size, border=s.border)
+    crops, affines = align_faces(image.pixels, faces, s.size, border=s.border)  # 16-bit stays 16-bit
     with_68 = _dlib_available()
     out = []
     for k, (face, crop, affine) in enumerate(zip(faces, crops, affines)):
@@ -263,10 +254,10 @@ def _process(job: Job, s: Settings) -> tuple[str, list]:
             "score": round(float(face.score), 4),
             "affine": np.round(affine, 6).tolist(),
             "crop_px": round(crop_extent(affine, s.size), 1),
-            "colour": round(colourfulness(crop), 1),
+            "colour": round(colourfulness(to_8bit(crop)), 1),
         }
         if with_68:
-            pts = landmarks_68_in_crop(crop)
+            pts = landmarks_68_in_crop(to_8bit(crop))
             record["68"] = np.round(pts, 1).tolist()
             try:
                 record["yaw"], record["pitch"], record["roll"] = (round(a, 1) for a in head_pose(pts, s.size))

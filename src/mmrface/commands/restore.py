@@ -115,7 +115,8 @@ def run(args) -> int:
         from mmrface.batch import run as run_batch
 
         return run_batch(args)
-    from mmrface.pipeline.imageio import is_same_file, list_images, read_image, write_image
+    from mmrface.pipeline.detection import options_from_detector
+    from mmrface.pipeline.imageio import is_same_file, list_images, read_image, to_8bit, write_image
     from mmrface.pipeline.restorer import Restorer
 
     src = input_path(args)
@@ -134,8 +135,10 @@ def run(args) -> int:
 
     torch_net = args.onnx is None and args.backend != "onnx"  # an ONNX graph carries its own weights
     choice = choose(args.weights, no_download=args.no_download, progress=not args.quiet) if torch_net else None
+    detection = options_from_detector(args.detector).replace(
+        only_center=args.only_center_face, largest=args.largest_face, min_size=args.min_face_size)
     restorer = Restorer(choice.weights if choice else None, device=args.device, upscale=args.upscale,
-                        detector=args.detector, fidelity=args.fidelity, batch_size=args.batch_size,
+                        detection=detection, fidelity=args.fidelity, batch_size=args.batch_size,
                         backend=args.backend, onnx=args.onnx, noise=args.noise,
                         paste_mask=args.paste_mask, large_faces="restore" if args.force_restore else args.large_faces)
     if choice is not None:
@@ -158,9 +161,8 @@ def run(args) -> int:
             if dst.suffix.lstrip(".") in VIDEO_EXTS:
                 raise UserError(f"--ext {dst.suffix.lstrip('.')} is for videos; this is an image")
             img = read_image(path)
-            result = restorer.restore(img.rgb, aligned=args.aligned, only_center_face=args.only_center_face,
-                                      largest_face=args.largest_face, alpha=img.alpha, min_size=args.min_face_size)
-            write_image(dst, result.image, alpha=result.alpha, bit_depth=img.bit_depth if dst.suffix == ".png" else 8)
+            result = restorer.restore(img.pixels, aligned=args.aligned, alpha=img.alpha)  # 16-bit stays 16-bit
+            write_image(dst, result.image, alpha=result.alpha)
             summary.restored += 1
             summary.faces += sum(f.restored for f in result.faces)
             summary.kept += sum(not f.restored for f in result.faces)
@@ -175,7 +177,7 @@ def run(args) -> int:
                     write_image(out_dir / "faces" / f"{stem}_{k:02d}_lq.png", face.crop_lq)
                     write_image(out_dir / "faces" / f"{stem}_{k:02d}_restored.png", face.crop_restored)
             if args.compare:
-                write_image(out_dir / "compare" / f"{stem}.jpg", compare_image(img.rgb, result.image), quality=92)
+                write_image(out_dir / "compare" / f"{stem}.jpg", compare_image(img.rgb, to_8bit(result.image)), quality=92)
         except UserError as exc:
             summary.errors.append(f"{path}: {exc}")
             _say(progress, f"mmrface: error: {path}: {exc}")
@@ -194,8 +196,7 @@ def _restore_video(path: Path, dst: Path, restorer, args, progress) -> int:
 
     if dst.suffix.lstrip(".") not in VIDEO_EXTS | {"avi", "m4v"}:
         dst = dst.with_suffix(path.suffix.lower())
-    result = restore_video(path, dst, restorer, fidelity=args.fidelity, only_center_face=args.only_center_face,
-                           largest_face=args.largest_face, min_size=args.min_face_size, progress=not args.quiet)
+    result = restore_video(path, dst, restorer, fidelity=args.fidelity, progress=not args.quiet)
     _say(progress, f"{path.name}: {result.report()}")
     return int(result.faces)
 

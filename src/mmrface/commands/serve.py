@@ -8,11 +8,13 @@ one ASGI server, bound to 127.0.0.1 unless --host says otherwise.
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import sys
 
 from mmrface.errors import UserError
 from mmrface.hub.choose import add_weights_arguments
+from mmrface.pipeline.detection import SERVER_FALLBACK_MAX_SIDE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("-s", "--upscale", type=float, default=2, help="default upscale of requests (1-4, default 2)")
     p.add_argument("--detector", default="auto", help="face detector for detector=auto (default: auto)")
+    p.add_argument("--fallback-max-side", type=int, default=SERVER_FALLBACK_MAX_SIDE,
+                   help="long side (px) of the copy the slow MMOD fallback searches when the detector finds no "
+                        f"face; every other request waits meanwhile (default {SERVER_FALLBACK_MAX_SIDE}: about 2 s "
+                        "on one CPU core; 0 = no fallback)")
     p.add_argument("--max-upload-mb", type=float, default=20, help="largest accepted upload in MB (default 20)")
     p.add_argument("--max-pixels", type=float, default=40e6, help="largest accepted photo in pixels (default 40e6)")
     p.add_argument("--max-output-pixels", type=float, default=100e6,
@@ -42,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("`mmrface serve` needs uvicorn and gradio: pip install 'mmrface[web]'") from None
     from mmrface.hub.choose import announce, choose
     from mmrface.pipeline.restorer import Restorer
-    from mmrface.web.app import create_app
+    from mmrface.web.app import create_app, remove_temp_root
     from mmrface.web.limits import Limits
+
+    signal.signal(signal.SIGTERM, _stop)  # uvicorn shuts down gracefully, then re-raises it to us
 
     if not 1 <= args.port <= 65535:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
@@ -51,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--upscale must be in [1, 4] for the server, got {args.upscale}")
     if args.max_upload_mb <= 0 or args.max_pixels < 1 or args.max_output_pixels < 1:
         raise UserError("--max-upload-mb, --max-pixels and --max-output-pixels must be positive")
+    if args.fallback_max_side < 0:
+        raise UserError(f"--fallback-max-side must be >= 0 (0 = no fallback), got {args.fallback_max_side}")
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=int(args.max_pixels),
                     max_output_pixels=int(args.max_output_pixels), max_queue=int(args.max_queue))
     sock = bind_socket(args.host, args.port)  # a taken port fails before the weights are loaded or fetched
@@ -58,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     restorer = Restorer(choice.weights, device=args.device, upscale=args.upscale, fidelity=args.fidelity,
                         detector=args.detector, noise=args.noise)
     announce(choice, restorer, args.fidelity is not None)
-    app = create_app(restorer, limits=limits, ui=not args.api_only)
+    app = create_app(restorer, limits=limits, ui=not args.api_only, fallback_max_side=args.fallback_max_side)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"mmrface: note: listening on {args.host}, reachable from other machines; "
               f"there is no authentication", file=sys.stderr)
@@ -67,8 +77,17 @@ def run(args: argparse.Namespace) -> int:
         "UI at /, API at /v1/restore /v1/faces /v1/health"
     print(f"mmrface: serving on http://{shown}:{args.port}  ({where})", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level=args.log_level, workers=1)
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:  # SIGTERM, Ctrl-C or a crash: users' uploads and results do not outlive the server
+        remove_temp_root()
     return 0
+
+
+def _stop(signum, frame) -> None:
+    """SIGTERM: leave through SystemExit, so that `finally` blocks and atexit handlers run (the
+    default action would end the process on the spot and leave the temporary files behind)."""
+    raise SystemExit(0)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

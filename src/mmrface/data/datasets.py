@@ -22,18 +22,18 @@ from torch.utils.data import Dataset
 
 from mmrface.data import degrade_ops as ops
 from mmrface.data.degrade import Degradation, DegradationConfig, DegradationMix
-from mmrface.data.images import (ImageReadError, center_square, read_rgb, readable_images,
-                                 resize_square)
+from mmrface.data.crops import center_square, resize_square
 from mmrface.data.landmarks import component_boxes, load_landmarks, transform_entry
 from mmrface.errors import UserError
+from mmrface.pipeline.imageio import ImageReadError, read_pixels, readable_images, to_float
 
 #: Ranges of the HQ colour augmentation (`augment=True`): small, applied with probability 0.5.
 HQ_JITTER = {"brightness": 0.05, "contrast": 0.05, "saturation": 0.05, "hue": 0.01}
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 or float 0..1 -> float32 (3, H, W) in [-1, 1]."""
-    x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+    """HxWx3 uint8, uint16 or float 0..1 -> float32 (3, H, W) in [-1, 1] (full precision)."""
+    x = to_float(img)
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))) * 2.0 - 1.0
 
 
@@ -47,7 +47,7 @@ class _ImageFolder(Dataset):
         self.epoch = 0
         self.files = readable_images(self.root)
         if not self.files:
-            raise UserError(f"no readable images (png/jpg/webp/bmp) in {self.root}")
+            raise UserError(f"no readable images (png/jpg/webp/bmp/tif) in {self.root}")
         self._bad: set[int] = set()
 
     def __len__(self) -> int:
@@ -61,14 +61,15 @@ class _ImageFolder(Dataset):
         return np.random.default_rng([self.seed, self.epoch, index])
 
     def load(self, index: int) -> tuple[int, np.ndarray]:
-        """(index actually used, uint8 RGB image); falls back to the next readable file."""
+        """(index actually used, RGB image at the file's depth: uint8 or uint16); falls back to the
+        next readable file."""
         n = len(self.files)
         for k in range(n):
             i = (index + k) % n
             if i in self._bad:
                 continue
             try:
-                return i, read_rgb(self.files[i])
+                return i, read_pixels(self.files[i])
             except ImageReadError as exc:
                 self._bad.add(i)
                 warnings.warn(f"skipping unreadable image {exc}", stacklevel=2)
@@ -119,7 +120,7 @@ class FaceFolderDataset(_ImageFolder):
         rng = self.rng(index)
         used, img = self.load(index)
         h0, w0 = img.shape[:2]
-        hq = self.square(img).astype(np.float32) / 255.0  # size x size x 3, 0..1
+        hq = to_float(self.square(img))  # size x size x 3, 0..1 (16-bit files keep their precision)
         flip = bool(self.augment and rng.random() < 0.5)
         if flip:
             hq = np.ascontiguousarray(hq[:, ::-1])
@@ -225,7 +226,7 @@ class PairedTestSet(Dataset):
                 continue
             name, params = self.items[i]
             try:
-                lq, hq = (read_rgb(self.root / sub / name) for sub in ("lq", "hq"))
+                lq, hq = (read_pixels(self.root / sub / name) for sub in ("lq", "hq"))
             except ImageReadError as exc:
                 self._bad.add(i)
                 warnings.warn(f"skipping unreadable pair {exc}", stacklevel=2)

@@ -26,15 +26,16 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from mmrface.data.degrade import Degradation
-from mmrface.data.images import (ImageReadError, center_square, read_rgb, readable_images,
-                                 resize_square, write_png)
+from mmrface.data.crops import center_square, resize_square
 from mmrface.errors import UserError
+from mmrface.pipeline.imageio import ImageReadError, read_image, readable_images, write_image
 
 FORMAT = "mmrface-testset"
 VERSION = 1
 #: preset -> seed of the three benchmark sets (never change: results are compared across runs).
 BENCHMARK_SEEDS = {"gfpgan": 1001, "heavy": 1002, "sr8": 1003}
 BENCHMARK_SIZE = 512
+PNG_COMPRESSION = 6  # fixed: the same pixels give the same bytes as in every earlier set
 
 
 def bundled_faces_dir() -> Path:
@@ -74,7 +75,7 @@ def make_testset(src: str | Path, out: str | Path, preset: str | Mapping[str, An
         raise UserError(f"input folder not found: {src}")
     sources = readable_images(src)
     if not sources:
-        raise UserError(f"no readable images (png/jpg/webp/bmp) in {src}")
+        raise UserError(f"no readable images (png/jpg/webp/bmp/tif) in {src}")
     count = len(sources) if count is None else int(count)
     if count < 1:
         raise UserError(f"--count must be positive, got {count}")
@@ -82,7 +83,7 @@ def make_testset(src: str | Path, out: str | Path, preset: str | Mapping[str, An
 
     def load_hq(k: int) -> np.ndarray | None:
         try:
-            return resize_square(center_square(read_rgb(sources[k])), size)
+            return resize_square(center_square(read_image(sources[k]).rgb), size)  # 8-bit sets
         except ImageReadError as exc:
             warnings.warn(f"skipping unreadable image {exc}", stacklevel=3)
             return None
@@ -98,8 +99,8 @@ def make_testset(src: str | Path, out: str | Path, preset: str | Mapping[str, An
         if hq is not None:
             lq, params = degradation(hq, np.random.default_rng([seed, i]))
             name = f"{i:05d}.png"
-            write_png(out / "hq" / name, hq)
-            write_png(out / "lq" / name, lq)
+            write_image(out / "hq" / name, hq, png_compression=PNG_COMPRESSION)
+            write_image(out / "lq" / name, lq, png_compression=PNG_COMPRESSION)
             items.append({"name": name, "source": sources[k].name,
                           "preset": degradation.config.preset, "seed": seed, "index": i,
                           "params": params})

@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 import torch
 
-from mmrface.data.images import IMAGE_EXTS, ImageReadError, read_rgb
 from mmrface.errors import UserError
+from mmrface.pipeline.imageio import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
 
 BASELINE = "bicubic"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
@@ -147,9 +147,9 @@ class OutputsMethod(Method):
         self.folder = Path(self.folder).expanduser()
         if not self.folder.is_dir():
             raise UserError(f"outputs folder not found: {self.folder}")
-        files = sorted(p for p in self.folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+        files = list_images(self.folder)
         if not files:
-            raise UserError(f"outputs folder {self.folder} holds no images ({', '.join(IMAGE_EXTS)})")
+            raise UserError(f"outputs folder {self.folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         for p in files:
             self._files.setdefault(p.name, p)
         for p in files:
@@ -173,7 +173,7 @@ class OutputsMethod(Method):
         if path is None:
             raise MissingOutput(f"no output named {Path(name).stem}.* in {self.folder}")
         try:
-            return fit_to(read_rgb(path), hq.shape)
+            return fit_to(read_image(path).rgb, hq.shape)  # 16-bit outputs: each value rounded
         except ImageReadError as exc:
             raise MissingOutput(f"unreadable output {exc}") from exc
 

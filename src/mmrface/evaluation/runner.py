@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from mmrface.data.images import ImageReadError, read_rgb, write_png
 from mmrface.errors import UserError
 from mmrface.evaluation.methods import Method, MissingOutput, OutputsMethod, check_names
 from mmrface.metrics import METRICS, get_metric
+from mmrface.pipeline.imageio import ImageReadError, read_image, write_image
 
 DEFAULT_METRICS = ("psnr", "ssim", "lpips", "niqe", "id_dlib", "lmd_dlib")
 REPORT_FORMAT = "mmrface-eval-report"
@@ -41,7 +41,7 @@ class TestPairs:
 
     def read(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(lq, hq) uint8 RGB, writable (torch warns on read-only arrays); raises ImageReadError."""
-        return tuple(np.require(read_rgb(self.root / sub / name), requirements="W") for sub in ("lq", "hq"))
+        return tuple(np.require(read_image(self.root / sub / name).rgb, requirements="W") for sub in ("lq", "hq"))
 
     def describe(self) -> dict[str, Any]:
         keys = ("format", "version", "preset", "seed", "size", "config")
@@ -160,7 +160,7 @@ def _score_method(method: Method, pairs: TestPairs, metrics: MetricSet, example_
                 if errors:
                     row["errors"] = errors
                 if save_dir is not None:
-                    write_png(save_dir / f"{Path(name).stem}.png", out)
+                    write_image(save_dir / f"{Path(name).stem}.png", out)
                 if metrics.fid is not None:
                     restored_all.append(out)
             if name in example_names:

@@ -126,12 +126,13 @@ def align_faces(
     faces: list of detect.Face, or landmarks N x 5 x 2 (FFHQ order).
     border: "soft" | "reflect" | "constant", how the part of a crop past the photo's edge is
     filled (see the module docstring).
-    Returns crops N x size x size x 3 uint8 and affines N x 2 x 3 (image -> crop coordinates).
+    Returns crops N x size x size x 3 of the photo's dtype (uint8, or uint16 for a 16-bit photo)
+    and affines N x 2 x 3 (image -> crop coordinates).
     """
     if border not in _BORDERS:
         raise ValueError(f"border must be one of {sorted(_BORDERS)}, got {border!r}")
     points = [np.asarray(getattr(f, "landmarks", f), np.float64) for f in faces]
-    crops = np.zeros((len(points), size, size, 3), np.uint8)
+    crops = np.zeros((len(points), size, size, 3), rgb.dtype)
     affines = np.zeros((len(points), 2, 3), np.float64)
     for k, lm in enumerate(points):
         affines[k] = estimate_affine(lm, size)
@@ -142,7 +143,8 @@ def align_faces(
 def crop_with_affine(rgb: np.ndarray, affine: np.ndarray, size: int, border: str = "soft") -> np.ndarray:
     """The `size` x `size` crop that the 2x3 `affine` (image -> crop pixels) cuts from `rgb`."""
     crop_to_image = inverse_affine(affine)
-    crop = warp_affine(rgb, crop_to_image, (size, size), _BORDERS[border], GREY)
+    grey = GREY if rgb.dtype == np.uint8 else tuple(v * 257 for v in GREY)  # 16-bit photos
+    crop = warp_affine(rgb, crop_to_image, (size, size), _BORDERS[border], grey)
     return _soften_outside(crop, rgb, crop_to_image) if border == "soft" else crop
 
 
@@ -170,7 +172,7 @@ def _soften_outside(crop: np.ndarray, rgb: np.ndarray, crop_to_image: np.ndarray
     f += (cv2.GaussianBlur(f, (0, 0), sigma) - f) * blur_w
     mean = rgb.reshape(-1, 3).mean(0).astype(np.float32)
     f += (mean - f) * fade_w
-    return np.clip(np.rint(f), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(f), 0, np.iinfo(crop.dtype).max).astype(crop.dtype)
 
 
 def crop_extent(affine: np.ndarray, size: int) -> float:

@@ -31,6 +31,15 @@ other processes keep off the cores; with fewer other jobs running it took 0.07-0
 
 `mtcnn` finds the most faces on tilted and turned heads within the 0.2 s budget, so it is the
 default; MMOD (`dlib-cnn`) is 40x slower on CPU and serves as the `fallback` when nothing is found.
+
+This module holds the backends and the search mechanics (`detect_faces` with explicit arguments);
+which backend and fallback run for a photo, and which faces are kept, is decided in one place:
+`DetectionOptions` and `find_faces` in `mmrface.pipeline.detection`.
+
+Every backend has a `min_image_side`: on a smaller image (or down-scaled copy) it returns no face
+without running. MTCNN cannot find a face in fewer than `min_face` (20) pixels; dlib's detectors
+find faces from about 80 px (40 px with upsample=1), and dlib's MMOD raises on images under 10 px
+("Error detected at line 2957") and corrupts the heap on some (a 200x8 image aborts the process).
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ import importlib.util
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -94,6 +103,7 @@ class Detector(Protocol):
     """What every backend provides."""
 
     name: str
+    min_image_side: int  # on an image whose short side is smaller, detect returns [] at once
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """rgb: uint8 HxWx3 -> faces in that image's pixel coordinates."""
@@ -106,6 +116,7 @@ class MtcnnDetector:
     name = "mtcnn"
 
     def __init__(self, min_face: float = 20.0, threshold: float = 0.95) -> None:
+        self.min_image_side = max(1, int(min_face))
         # threshold: O-Net score to keep a face. MTCNN's usual 0.7 let through three non-faces
         # (scores 0.85-0.94) in benchmarks/detectors.py while every true face scored >= 0.96.
         from mmrface.pipeline.mtcnn import MTCNN
@@ -113,6 +124,8 @@ class MtcnnDetector:
         self._mtcnn = MTCNN(min_face=min_face, thresholds=(0.6, 0.7, threshold))
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
+        if min(_check_rgb(rgb).shape[:2]) < self.min_image_side:
+            return []
         boxes, scores, landmarks = self._mtcnn.detect(_check_rgb(rgb))
         return [
             Face(b.astype(np.float32), lm.astype(np.float32), float(s))
@@ -178,6 +191,7 @@ class _DlibDetector:
     """Shared part of the two dlib backends: lazy model, 68 points -> 5 landmarks."""
 
     name = "dlib"
+    min_image_side = 40  # dlib finds faces from ~80 px (40 with upsample=1); MMOD breaks under 10 px
 
     def __init__(self, upsample: int = 0) -> None:
         self.upsample = int(upsample)
@@ -192,6 +206,8 @@ class _DlibDetector:
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         rgb = _check_rgb(rgb)
+        if min(rgb.shape[:2]) < self.min_image_side:
+            return []
         with self._lock:
             if self._model is None:
                 self._model = self._load_model()
@@ -255,13 +271,13 @@ def _check_rgb(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def _detect_scaled(rgb: np.ndarray, detector: Detector, max_side: int | None) -> list[Face]:
+def detect_scaled(rgb: np.ndarray, detector: Detector, max_side: int | None) -> list[Face]:
     """Detect on a copy whose long side is at most max_side; map results back."""
     h, w = rgb.shape[:2]
     scale = 1.0 if not max_side or max(h, w) <= max_side else max_side / max(h, w)
     if scale == 1.0:
         return detector.detect(rgb)
-    small = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     sx, sy = w / small.shape[1], h / small.shape[0]
     # pixel centres: x_full = (x_small + 0.5) * sx - 0.5
     back = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]])
@@ -273,7 +289,7 @@ def _detect_rotated(rgb: np.ndarray, detector: Detector, max_side: int | None) -
     h, w = rgb.shape[:2]
     for k in (1, -1):  # np.rot90: k=1 counter-clockwise
         turned = np.ascontiguousarray(np.rot90(rgb, k))
-        faces = _detect_scaled(turned, detector, max_side)
+        faces = detect_scaled(turned, detector, max_side)
         if faces:
             # k=1: (x', y') = (y, w-1-x)  ->  x = w-1-y', y = x';  k=-1: x = y', y = h-1-x'
             m = np.array([[0, -1, w - 1], [1, 0, 0]]) if k == 1 else np.array([[0, 1, 0], [-1, 0, h - 1]])
@@ -301,19 +317,25 @@ def detect_faces(
     """
     rgb = _check_rgb(rgb)
     det = get_detector(detector) if isinstance(detector, str) else detector
-    faces = _detect_scaled(rgb, det, max_side)
+    faces = detect_scaled(rgb, det, max_side)
     if not faces and fallback is not None:
         fb = get_detector(fallback) if isinstance(fallback, str) else fallback
         if fb is not det:
-            faces = _detect_scaled(rgb, fb, max_side)
+            faces = detect_scaled(rgb, fb, max_side)
     if not faces and try_rotated:
         faces = _detect_rotated(rgb, det, max_side)
-    faces = [f for f in faces if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= min_size]
-    faces.sort(key=lambda f: -f.area)
-    if faces and only_center_face:
-        h, w = rgb.shape[:2]
-        centre = np.array([w / 2, h / 2])
-        faces = [min(faces, key=lambda f: float(np.hypot(*((f.box[:2] + f.box[2:]) / 2 - centre))))]
-    elif faces and largest_only:
-        faces = faces[:1]
-    return faces
+    return select(faces, rgb.shape, min_size, only_center_face, largest_only)
+
+
+def select(faces: Sequence[Face], shape: tuple[int, ...], min_size: float = 0, only_center: bool = False,
+           largest: bool = False) -> list[Face]:
+    """Drop faces under `min_size` (short side of the box), sort largest first, then keep only the
+    one nearest the centre of an image of `shape` (`only_center`) or the largest (`largest`)."""
+    kept = [f for f in faces if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= min_size]
+    kept.sort(key=lambda f: -f.area)
+    if kept and only_center:
+        centre = np.array([shape[1] / 2, shape[0] / 2])
+        return [min(kept, key=lambda f: float(np.hypot(*((f.box[:2] + f.box[2:]) / 2 - centre))))]
+    if kept and largest:
+        return kept[:1]
+    return kept

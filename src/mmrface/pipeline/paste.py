@@ -33,7 +33,7 @@ def output_size(height: int, width: int, upscale: float) -> tuple[int, int]:
 
 
 def upscale_image(img: np.ndarray, upscale: float) -> np.ndarray:
-    """Enlarge an HxW or HxWxC uint8 image `upscale` times (Lanczos); a copy when upscale == 1."""
+    """Enlarge an HxW or HxWxC uint8/uint16 image `upscale` times (Lanczos); a copy when upscale == 1."""
     h, w = img.shape[:2]
     oh, ow = output_size(h, w, upscale)
     if (oh, ow) == (h, w):
@@ -95,11 +95,11 @@ def paste_faces(
     aligned_size: int | None = None,
     mask: str = "face",
 ) -> np.ndarray:
-    """Blend restored crops (N x S x S x 3 uint8) into the photo (H x W x 3 uint8).
+    """Blend restored crops (N x S x S x 3) into the photo (H x W x 3), both uint8 or both uint16.
 
     affines: N x 2 x 3 from `align_faces` (photo -> aligned-crop pixels). `aligned_size` is the
     crop size used there, if it differs from the restored crops' size (a network may output a
-    larger face). Returns the output photo, round(H·upscale) x round(W·upscale) x 3 uint8.
+    larger face). Returns the output photo, round(H·upscale) x round(W·upscale) x 3, the photo's dtype.
     `color_match` shifts each face's per-channel mean and std to those of the background under
     its mask (useful when a model drifts in colour). `mask`: "face" or "square" (module docstring).
     """
@@ -109,7 +109,7 @@ def paste_faces(
     if background is None:
         out = upscale_image(rgb, upscale)
     else:
-        out = np.ascontiguousarray(background, dtype=np.uint8).copy()
+        out = np.ascontiguousarray(background, dtype=rgb.dtype).copy()
         if out.shape[:2] != (oh, ow):
             out = cv2.resize(out, (ow, oh), interpolation=cv2.INTER_LANCZOS4)
     if len(restored_crops) != len(affines):
@@ -160,8 +160,8 @@ def _blend_one(out: np.ndarray, crop: np.ndarray, out_to_crop: np.ndarray, color
         face, mask, region = warped(ys, ye)
         if stats is not None:
             face = (face - stats[0]) * stats[1] + stats[2]
-        blended = np.clip(np.rint(region + mask * (face - region)), 0, 255)
-        out[ys:ye, x0:x1] = np.where(mask > 0, blended, region).astype(np.uint8)
+        blended = np.clip(np.rint(region + mask * (face - region)), 0, np.iinfo(out.dtype).max)
+        out[ys:ye, x0:x1] = np.where(mask > 0, blended, region).astype(out.dtype)
 
 
 def _colour_stats(warped, strips) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:

@@ -1,10 +1,12 @@
 """One photo's way through restoration as functions over values (no state kept anywhere):
 
-    p = prepare_photo(rgb, size, detector, fallback, upscale)     # detect + align (CPU)
+    p = prepare_photo(rgb, size, DetectionOptions(), upscale)     # detect + align (CPU)
     restored = restorer.restore_crops(p.crops)                     # the network (batched, GPU/CPU)
     result = paste_photo(p, restored, alpha)                       # paste back (CPU)
 
 `Restorer.restore` is exactly these three calls; the Ray batch engine runs them as three stages.
+A 16-bit photo (uint16) stays 16-bit throughout: detection runs on its 8-bit view, the crops, the
+network's input and output and the pasted photo keep the input's depth.
 
 Faces larger than the model's output. A face whose aligned square spans more photo pixels than
 the model produces (a 400-px face and a 128-px model) would lose real detail if its restoration
@@ -25,12 +27,15 @@ import numpy as np
 
 from mmrface.errors import UserError
 from mmrface.pipeline.align import align_faces, crop_extent, crop_with_affine, rescale_affine
-from mmrface.pipeline.detect import DEFAULT_DETECTOR, FALLBACK_DETECTOR, Face, detect_faces, get_detector
+from mmrface.pipeline.detect import Face
+from mmrface.pipeline.detection import DetectionOptions, find_faces
+from mmrface.pipeline.imageio import to_8bit
 from mmrface.pipeline.paste import MASKS, paste_faces
 
 LARGE_FACES = ("blend", "keep", "restore")
 DEFAULT_LARGE_FACES = "blend"
 MAX_BLEND_SIZE = 2048  # side of the high-resolution crop a blend is composed in
+MIN_SIDE = 8  # smallest photo (short side) accepted
 
 
 @dataclass
@@ -38,7 +43,7 @@ class RestoredFace:
     box: np.ndarray  # (4,) x0, y0, x1, y1 in input pixels
     landmarks: np.ndarray  # (5, 2) in input pixels
     score: float
-    crop_lq: np.ndarray  # aligned input crop, size x size x 3 uint8 RGB
+    crop_lq: np.ndarray  # aligned input crop, size x size x 3 RGB (the photo's dtype)
     crop_restored: np.ndarray  # restored crop, same size (the input crop when the face was kept)
     affine: np.ndarray  # (2, 3) input image -> crop
     restored: bool = True  # False: the face was kept as it is (large_faces="keep")
@@ -49,7 +54,7 @@ class RestoredFace:
 
 @dataclass
 class RestoreResult:
-    image: np.ndarray  # restored photo (upscaled), uint8 HxWx3 RGB
+    image: np.ndarray  # restored photo (upscaled), HxWx3 RGB of the input's dtype (uint8 or uint16)
     faces: list[RestoredFace] = field(default_factory=list)
     alpha: np.ndarray | None = None  # upscaled alpha channel when the input had one
 
@@ -58,7 +63,7 @@ class RestoreResult:
 class PreparedPhoto:
     """A photo after detect + align, before the network: what `restore_crops` and `paste_photo` need.
 
-    crops (N, S, S, 3) uint8 and affines (N, 2, 3) image -> crop; `aligned`: the photo is one
+    crops (N, S, S, 3) (the photo's dtype) and affines (N, 2, 3) image -> crop; `aligned`: the photo is one
     aligned face (resized to S x S as the only crop); `grey`: the photo has no colour; `face_px`
     and `modes`: each face's size in photo pixels and what the paste does with it.
     """
@@ -75,12 +80,6 @@ class PreparedPhoto:
     paste_mask: str = "face"
 
 
-def pick_detectors(detector: str = "auto", options: dict | None = None):
-    """(detector, fallback or None) for a backend name; "auto" = the default with MMOD as fallback."""
-    name = DEFAULT_DETECTOR if detector == "auto" else detector
-    return get_detector(name, **(options or {})), (FALLBACK_DETECTOR if detector == "auto" else None)
-
-
 def check_large_faces(policy: str) -> str:
     if policy not in LARGE_FACES:
         raise UserError(f"large_faces must be one of {', '.join(LARGE_FACES)}, got {policy!r}")
@@ -94,11 +93,11 @@ def face_mode(policy: str, face_px: float, size: int) -> str:
     return {"blend": "blended", "keep": "kept"}[policy]
 
 
-def prepare_photo(rgb: np.ndarray, size: int, detector, fallback=None, upscale: float = 2, aligned: bool = False,
-                  only_center_face: bool = False, largest_face: bool = False, min_size: int = 0,
-                  faces: Sequence[Face] | None = None, large_faces: str = DEFAULT_LARGE_FACES,
-                  paste_mask: str = "face") -> PreparedPhoto:
-    """Detect (unless `faces` or `aligned`) and align the faces of `rgb` into `size` x `size` crops."""
+def prepare_photo(rgb: np.ndarray, size: int, detection: DetectionOptions | None = None, upscale: float = 2,
+                  aligned: bool = False, faces: Sequence[Face] | None = None,
+                  large_faces: str = DEFAULT_LARGE_FACES, paste_mask: str = "face") -> PreparedPhoto:
+    """Detect (unless `faces` or `aligned`; with `detection`) and align the faces of `rgb` (uint8
+    or uint16 HxWx3) into `size` x `size` crops."""
     rgb = check_image(rgb)
     check_large_faces(large_faces)
     if paste_mask not in MASKS:
@@ -113,12 +112,11 @@ def prepare_photo(rgb: np.ndarray, size: int, detector, fallback=None, upscale: 
         return PreparedPhoto(rgb, [], crop[None], affine[None], grey, upscale, True, [px],
                              [face_mode(large_faces, px, size)], paste_mask)
     if faces is None:
-        faces = detect_faces(rgb, detector, only_center_face=only_center_face, largest_only=largest_face,
-                             min_size=min_size, fallback=fallback)
+        faces = find_faces(to_8bit(rgb), detection or DetectionOptions())
     if faces:
         crops, affines = align_faces(rgb, faces, size)
     else:
-        crops, affines = np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 2, 3))
+        crops, affines = np.zeros((0, size, size, 3), rgb.dtype), np.zeros((0, 2, 3))
     px = [crop_extent(a, size) for a in affines]
     return PreparedPhoto(rgb, list(faces), crops, affines, grey, upscale, False, px,
                          [face_mode(large_faces, e, size) for e in px], paste_mask)
@@ -147,7 +145,7 @@ def paste_photo(prepared: PreparedPhoto, restored: np.ndarray, alpha: np.ndarray
 
 
 def compose_detail(hi: np.ndarray, lq: np.ndarray, restored: np.ndarray) -> np.ndarray:
-    """`hi` (the photo's face at high resolution) + upsampled (restored - lq), clipped to uint8.
+    """`hi` (the photo's face at high resolution) + upsampled (restored - lq), clipped to hi's dtype.
 
     `lq` is the model's input crop and `restored` its output (both at the model size): their
     difference is the restoration's correction, which has no detail above the model's
@@ -157,7 +155,7 @@ def compose_detail(hi: np.ndarray, lq: np.ndarray, restored: np.ndarray) -> np.n
     h, w = hi.shape[:2]
     delta = restored.astype(np.float32) - lq.astype(np.float32)
     delta = cv2.resize(delta, (w, h), interpolation=cv2.INTER_CUBIC)
-    return np.clip(np.rint(hi.astype(np.float32) + delta), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(hi.astype(np.float32) + delta), 0, np.iinfo(hi.dtype).max).astype(hi.dtype)
 
 
 def _blend_large(rgb: np.ndarray, affine: np.ndarray, crop_lq: np.ndarray, restored: np.ndarray,
@@ -193,17 +191,19 @@ def _paste_aligned(p: PreparedPhoto, restored: np.ndarray, mode: str, note: str,
 
 
 def check_image(rgb: np.ndarray) -> np.ndarray:
-    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        shape = getattr(rgb, "shape", None)
-        raise UserError(f"expected a uint8 HxWx3 RGB image, got {type(rgb).__name__} {shape}")
-    if min(rgb.shape[:2]) < 8:
-        raise UserError(f"image too small: {rgb.shape[1]}x{rgb.shape[0]}")
+    if (not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3
+            or rgb.dtype not in (np.uint8, np.uint16)):
+        shape, dtype = getattr(rgb, "shape", None), getattr(rgb, "dtype", "")
+        raise UserError(f"expected a uint8 or uint16 HxWx3 RGB image, got {type(rgb).__name__} {shape} {dtype}")
+    if min(rgb.shape[:2]) < MIN_SIDE:
+        raise UserError(f"image too small: {rgb.shape[1]}x{rgb.shape[0]} (at least {MIN_SIDE}x{MIN_SIDE})")
     return rgb
 
 
 def to_grey(crops: np.ndarray) -> np.ndarray:
     y = crops.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    return np.repeat(np.clip(np.round(y), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+    top = np.iinfo(crops.dtype).max
+    return np.repeat(np.clip(np.round(y), 0, top).astype(crops.dtype)[..., None], 3, axis=-1)
 
 
 def scale_alpha(alpha: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:

@@ -7,7 +7,9 @@
 A `Restorer` holds only immutable things (the network, the detector, options), never the current
 photo: `restore` is a pure function of its arguments, so one instance can serve a web server.
 The steps are functions over values (`pipeline/photo.py`): prepare (detect + align) -> network
-(batched) -> paste.
+(batched) -> paste. Which faces are searched for and kept is one `DetectionOptions` value
+(`pipeline/detection.py`). A 16-bit photo (uint16) is restored at its depth: detection runs on its
+8-bit view, the crops, the network's input and output and the pasted photo stay uint16.
 """
 
 from __future__ import annotations
@@ -19,17 +21,19 @@ import numpy as np
 import torch
 
 from mmrface.errors import UserError
-from mmrface.pipeline.detect import DEFAULT_DETECTOR, Face, detect_faces
+from mmrface.pipeline.detect import Face, get_detector
+from mmrface.pipeline.detection import DetectionOptions, find_faces, options_from_detector
+from mmrface.pipeline.imageio import to_8bit
 from mmrface.pipeline.paste import MASKS
-from mmrface.pipeline.photo import (  # noqa: F401  (RestoredFace, RestoreResult: re-exported for callers)
+from mmrface.pipeline.photo import (  # noqa: F401  (RestoredFace, RestoreResult, MIN_SIDE: re-exported)
     DEFAULT_LARGE_FACES,
     LARGE_FACES,
+    MIN_SIDE,
     PreparedPhoto,
     RestoredFace,
     RestoreResult,
     check_large_faces,
     paste_photo,
-    pick_detectors,
     prepare_photo,
 )
 
@@ -44,14 +48,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def to_tensor(crops: np.ndarray) -> torch.Tensor:
-    """(N, S, S, 3) uint8 RGB -> (N, 3, S, S) float in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    """(N, S, S, 3) uint8 or uint16 RGB -> (N, 3, S, S) float in [-1, 1]."""
+    half = 127.5 if crops.dtype == np.uint8 else 32767.5
+    x = torch.from_numpy(np.ascontiguousarray(crops).astype(np.float32, copy=False))
+    return x.permute(0, 3, 1, 2).div(half).sub(1.0)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(N, 3, S, S) in [-1, 1] -> (N, S, S, 3) uint8 RGB (rounded, clamped)."""
-    x = images.detach().float().clamp(-1, 1).add(1).mul(127.5).round()
-    return x.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
+    return to_pixels(images, np.uint8)
+
+
+def to_pixels(images: torch.Tensor, dtype=np.uint8) -> np.ndarray:
+    """(N, 3, S, S) in [-1, 1] -> (N, S, S, 3) RGB of `dtype` (uint8 or uint16; rounded, clamped)."""
+    half = 127.5 if dtype == np.uint8 else 32767.5
+    x = images.detach().float().clamp(-1, 1).add(1).mul(half).round()
+    return x.permute(0, 2, 3, 1).cpu().numpy().astype(dtype)
 
 
 DEFAULT_FIDELITY = 0.5  # -w when neither the user nor the weight file says otherwise
@@ -74,8 +86,11 @@ class Restorer:
             checkpoint that `mmrface weights import` understands). Ignored when `model` is given.
         device: "auto", "cpu", "cuda", "cuda:1" …
         upscale: background and output scale factor `-s`.
-        detector: detector backend name (see `mmrface.pipeline.detect`); "auto" is the default
-            backend with the slower, pose-tolerant MMOD detector as fallback when it finds nothing.
+        detection: the `DetectionOptions` of every photo (backend, fallback, min face size,
+            only-center / largest face, search sizes); see `mmrface.pipeline.detection`.
+        detector, detector_options: the older way to say it, used when `detection` is not given:
+            "auto" = the default backend with the MMOD fallback (when dlib is installed), a
+            backend name = that backend alone, with `detector_options` for its constructor.
         fidelity: default fidelity weight w in [0, 1] (0 = prior, 1 = faithful to the input); None
             (the default) takes the weight file's own default (1 for GFPGAN files), else 0.5.
         batch_size: faces per network call.
@@ -97,7 +112,8 @@ class Restorer:
                  detector: str = "auto", fidelity: float | None = None, batch_size: int = 4, fp16: bool = True,
                  model: torch.nn.Module | None = None, network=None, detector_options: dict | None = None,
                  backend: str = "auto", onnx: str | Path | None = None, noise: str = "stored",
-                 paste_mask: str = "face", large_faces: str = DEFAULT_LARGE_FACES):
+                 paste_mask: str = "face", large_faces: str = DEFAULT_LARGE_FACES,
+                 detection: DetectionOptions | None = None):
         if fidelity is not None and not 0.0 <= fidelity <= 1.0:
             raise UserError(f"fidelity must be in [0, 1], got {fidelity}")
         if not 1 <= upscale <= 8:
@@ -128,8 +144,14 @@ class Restorer:
             self.model, self.size = model, int(model.size)
             self.network = self._torch_network
         self.fidelity = float(default_fidelity(self.meta) if fidelity is None else fidelity)
-        self.detector_name = DEFAULT_DETECTOR if detector == "auto" else detector
-        self.detector, self.fallback = pick_detectors(detector, detector_options)
+        self.detection = detection if detection is not None else options_from_detector(detector, detector_options)
+        self.detector_name = self.detection.primary
+        self.detector = get_detector(self.detector_name, **dict(self.detection.backend_options))
+
+    @property
+    def fallback(self) -> str | None:
+        """The backend searched when the primary finds no face (None: no fallback)."""
+        return self.detection.resolved_fallback()
 
     # -- network -----------------------------------------------------------------------------
     def _torch_network(self, x: torch.Tensor, w: float) -> torch.Tensor:
@@ -139,36 +161,44 @@ class Restorer:
             return self.model(x, w=w, noise_mode=mode).float()
 
     def restore_crops(self, crops: np.ndarray, fidelity: float | None = None) -> np.ndarray:
-        """Aligned crops (N, S, S, 3) uint8 RGB -> restored crops, batched."""
+        """Aligned crops (N, S, S, 3) uint8 or uint16 RGB -> restored crops of that dtype, batched."""
         w = self.fidelity if fidelity is None else float(fidelity)
         if not 0.0 <= w <= 1.0:
             raise UserError(f"fidelity must be in [0, 1], got {w}")
         out = []
         for i in range(0, len(crops), self.batch_size):
-            out.append(to_uint8(self.network(to_tensor(crops[i:i + self.batch_size]), w)))
-        return np.concatenate(out) if out else np.zeros((0, self.size, self.size, 3), np.uint8)
+            out.append(to_pixels(self.network(to_tensor(crops[i:i + self.batch_size]), w), crops.dtype))
+        return np.concatenate(out) if out else np.zeros((0, self.size, self.size, 3), crops.dtype)
 
     # -- whole photo -------------------------------------------------------------------------
-    def find_faces(self, rgb: np.ndarray, only_center_face: bool = False, largest_face: bool = False,
-                   min_size: int = 0) -> list[Face]:
-        return detect_faces(rgb, self.detector, only_center_face=only_center_face,
-                            largest_only=largest_face, min_size=min_size, fallback=self.fallback)
+    def detection_for(self, only_center_face: bool | None = None, largest_face: bool | None = None,
+                      min_size: float | None = None) -> DetectionOptions:
+        """The instance's detection options with these per-call choices (None: keep the instance's)."""
+        changes = {k: v for k, v in (("only_center", only_center_face), ("largest", largest_face),
+                                     ("min_size", min_size)) if v is not None}
+        return self.detection.replace(**changes) if changes else self.detection
 
-    def prepare(self, rgb: np.ndarray, aligned: bool = False, only_center_face: bool = False,
-                largest_face: bool = False, min_size: int = 0, faces: Sequence[Face] | None = None,
-                upscale: float | None = None, large_faces: str | None = None) -> PreparedPhoto:
+    def find_faces(self, rgb: np.ndarray, only_center_face: bool | None = None, largest_face: bool | None = None,
+                   min_size: float | None = None) -> list[Face]:
+        """The faces `restore` would restore in `rgb` (uint8 or uint16 HxWx3)."""
+        return find_faces(to_8bit(rgb), self.detection_for(only_center_face, largest_face, min_size))
+
+    def prepare(self, rgb: np.ndarray, aligned: bool = False, only_center_face: bool | None = None,
+                largest_face: bool | None = None, min_size: float | None = None,
+                faces: Sequence[Face] | None = None, upscale: float | None = None,
+                large_faces: str | None = None) -> PreparedPhoto:
         """Detect and align (no network): `restore_crops(p.crops)` and `paste_photo` finish the photo."""
         upscale = self.upscale if upscale is None else float(upscale)
         if not 1 <= upscale <= 8:
             raise UserError(f"upscale must be in [1, 8], got {upscale}")
-        return prepare_photo(rgb, self.size, self.detector, self.fallback, upscale, aligned, only_center_face,
-                             largest_face, min_size, faces, large_faces or self.large_faces, self.paste_mask)
+        return prepare_photo(rgb, self.size, self.detection_for(only_center_face, largest_face, min_size), upscale,
+                             aligned, faces, large_faces or self.large_faces, self.paste_mask)
 
-    def restore(self, rgb: np.ndarray, aligned: bool = False, only_center_face: bool = False,
-                largest_face: bool = False, fidelity: float | None = None, alpha: np.ndarray | None = None,
-                min_size: int = 0, faces: Sequence[Face] | None = None,
+    def restore(self, rgb: np.ndarray, aligned: bool = False, only_center_face: bool | None = None,
+                largest_face: bool | None = None, fidelity: float | None = None, alpha: np.ndarray | None = None,
+                min_size: float | None = None, faces: Sequence[Face] | None = None,
                 upscale: float | None = None, large_faces: str | None = None) -> RestoreResult:
-        """Restore every face of `rgb` (uint8 HxWx3 RGB) and paste it back on the upscaled photo.
+        """Restore every face of `rgb` (uint8 or uint16 HxWx3 RGB) and paste it back on the upscaled photo.
 
         With `aligned=True` the input is one aligned face crop: it is restored as a whole and the
         result is that face at (input size × upscale). `faces` skips detection (video tracking).

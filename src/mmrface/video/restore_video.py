@@ -12,7 +12,9 @@ Detection runs on every frame by default: the default detector costs about 0.1-0
 1000-px frame, a small part of restoring even one face on a CPU. `detect_every=k` detects on
 every k-th frame only and follows the faces by optical flow in between (for GPUs, where the
 network is fast and detection dominates); new faces then appear only on detection frames.
-The MMOD fallback detector of `Restorer` is not used per frame (seconds per frame on a CPU).
+Faces are searched and kept by the Restorer's `DetectionOptions` (backend, min face size,
+only-center / largest face; `pipeline/detection.py`) without its fallback: MMOD costs seconds
+per frame on a CPU, and a face the primary misses for a few frames is bridged by the tracker.
 
 The output is written to a hidden temporary file next to `dst` and renamed when complete, so an
 interrupted run leaves no half-written video; the input is never overwritten.
@@ -33,7 +35,8 @@ import cv2
 import numpy as np
 
 from mmrface.errors import UserError
-from mmrface.pipeline.detect import Face, detect_faces
+from mmrface.pipeline.detect import Face
+from mmrface.pipeline.detection import DetectionOptions, find_faces, select_faces
 from mmrface.pipeline.paste import output_size
 from mmrface.video.io import DecodedFrame, VideoSink, VideoSource, first_line, import_av, is_video
 from mmrface.video.track import FaceTracker
@@ -82,7 +85,8 @@ class VideoSummary:
 
 
 def restore_video(src: str | os.PathLike, dst: str | os.PathLike, restorer, *, fidelity: float | None = None,
-                  only_center_face: bool = False, largest_face: bool = False, min_size: int = 0,
+                  only_center_face: bool | None = None, largest_face: bool | None = None,
+                  min_size: float | None = None,
                   smoothing: bool = True, min_cutoff: float = 0.5, beta: float = 4.0, d_cutoff: float = 1.0,
                   max_missed: int = 5, iou_threshold: float = 0.3, detect_every: int = 1,
                   codec: str | None = None, crf: int | None = None, preset: str = "medium",
@@ -90,10 +94,11 @@ def restore_video(src: str | os.PathLike, dst: str | os.PathLike, restorer, *, f
     """Restore the faces of video `src` into video `dst` (container from dst's extension).
 
     Args:
-        restorer: a `mmrface.pipeline.restorer.Restorer` (network, detector, upscale).
+        restorer: a `mmrface.pipeline.restorer.Restorer` (network, detection options, upscale).
         fidelity: fidelity weight w for this video; None = the restorer's default.
-        only_center_face, largest_face: restore one face per frame, chosen among the tracks.
-        min_size: ignore detections smaller than this (pixels, short side of the box).
+        only_center_face, largest_face: restore one face per frame, chosen among the tracks;
+            min_size: ignore detections smaller than this (pixels, short side of the box).
+            None = the restorer's detection options.
         smoothing: track faces and smooth their landmarks over time (One-Euro); False restores
             each frame on its own detections, as for a photo.
         min_cutoff, beta, d_cutoff: One-Euro filter parameters (Hz, per face size per second, Hz).
@@ -112,7 +117,8 @@ def restore_video(src: str | os.PathLike, dst: str | os.PathLike, restorer, *, f
     if detect_every < 1:
         raise UserError(f"detect_every must be >= 1, got {detect_every}")
     tracker = FaceTracker(iou_threshold, max_missed, min_cutoff, beta, d_cutoff) if smoothing else None
-    find_faces = _FaceFinder(restorer.detector, tracker, detect_every, min_size, only_center_face, largest_face)
+    detection = restorer.detection_for(only_center_face, largest_face, min_size).replace(fallback=None)
+    faces_of = _FaceFinder(detection, tracker, detect_every)
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.stem}.{uuid.uuid4().hex[:8]}.partial{dst.suffix}")
@@ -138,7 +144,7 @@ def restore_video(src: str | os.PathLike, dst: str | os.PathLike, restorer, *, f
                     for packet in early_audio:
                         sink.write_audio(packet)
                     early_audio.clear()
-                faces = find_faces(item.rgb, item.time)
+                faces = faces_of(item.rgb, item.time)
                 result = restorer.restore(item.rgb, fidelity=fidelity, faces=faces)
                 sink.write(result.image, item.pts)
                 summary.frames += 1
@@ -167,34 +173,24 @@ class _FaceFinder:
     """The faces to restore in each frame, in order: raw detections when there is no tracker,
     else tracked and smoothed faces (detected every `detect_every` frames, optical flow between)."""
 
-    def __init__(self, detector, tracker: FaceTracker | None, detect_every: int, min_size: int,
-                 only_center_face: bool, largest_face: bool):
-        self.detector, self.tracker, self.detect_every, self.min_size = detector, tracker, detect_every, min_size
-        self.only_center_face, self.largest_face = only_center_face, largest_face
+    def __init__(self, detection: DetectionOptions, tracker: FaceTracker | None, detect_every: int):
+        self.tracker, self.detect_every = tracker, detect_every
+        # detections keep every face over min_size; one face is chosen among the tracks afterwards
+        self.search, self.choose = detection.replace(only_center=False, largest=False), detection
         self.index, self.prev_grey = 0, None
 
     def __call__(self, rgb: np.ndarray, t: float) -> list[Face]:
         if self.tracker is None:
-            faces = detect_faces(rgb, self.detector, min_size=self.min_size)
+            faces = find_faces(rgb, self.search)
         else:
             grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if self.detect_every > 1 else None
             if self.prev_grey is not None and self.index % self.detect_every:
                 faces = self.tracker.propagate(self.prev_grey, grey, t)
             else:
-                faces = self.tracker.update(detect_faces(rgb, self.detector, min_size=self.min_size), t)
+                faces = self.tracker.update(find_faces(rgb, self.search), t)
             self.prev_grey = grey
         self.index += 1
-        return _select(faces, rgb.shape, self.only_center_face, self.largest_face)
-
-
-def _select(faces: list[Face], shape: tuple[int, ...], only_center_face: bool, largest_face: bool) -> list[Face]:
-    """Keep the face nearest the frame centre, or the largest one, when asked (as for photos)."""
-    if not faces or not (only_center_face or largest_face):
-        return list(faces)
-    if only_center_face:
-        centre = np.array([shape[1] / 2, shape[0] / 2])
-        return [min(faces, key=lambda f: float(np.hypot(*((f.box[:2] + f.box[2:]) / 2 - centre))))]
-    return [max(faces, key=lambda f: f.area)]
+        return select_faces(faces, rgb.shape, self.choose.replace(min_size=0))
 
 
 def _progress_bar(source: VideoSource, src: Path, enabled: bool):

@@ -10,10 +10,13 @@
 
     curl -F image=@photo.jpg -F fidelity=0.7 http://127.0.0.1:7860/v1/restore -o restored.png
 
-Every error is JSON `{"error": message, "status": code}`: 413 too large (bytes, pixels), 415 not
-an image, 422 bad or unknown parameter, 503 queue full; anything unexpected is a JSON 500 with a
-one-line message (the traceback goes to the server log only). Heavy work runs in a worker thread
-under the service's single restore slot, so the event loop keeps answering /v1/health.
+Every error is JSON `{"error": message, "status": code}`: 413 too large (bytes, pixels, output
+pixels), 415 not an image, 422 bad or unknown parameter or an image too small to hold a face, 503
+queue full (with a `Retry-After` header); anything unexpected is a JSON 500 with a one-line
+message (the traceback goes to the server log only). Uploads are checked from their bytes and
+header before they queue and decoded from memory inside the service's single restore slot
+(`web/service.py`); that work runs in a worker thread, so the event loop keeps answering
+/v1/health. A 16-bit PNG/TIFF upload gives a 16-bit PNG.
 """
 
 from __future__ import annotations
@@ -23,8 +26,6 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-import cv2
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -32,7 +33,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmrface.errors import UserError
-from mmrface.web.limits import BadParameter, NotAnImage, RequestError, TooLarge, decode_image, safe_name
+from mmrface.pipeline.imageio import encode_image
+from mmrface.web.limits import BadParameter, Busy, NotAnImage, RequestError, TooLarge, safe_name
 from mmrface.web.service import RestoreService, faces_to_json
 
 log = logging.getLogger("mmrface.web")
@@ -42,8 +44,8 @@ FACES_FIELDS = ("image", "detector", "only_center_face", "largest_face")
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small form fields around the image
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status)
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -52,7 +54,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_request_error(request: Request, exc: Exception) -> JSONResponse:
         status = getattr(exc, "status", 422) if isinstance(exc, RequestError) else 422
-        return error_response(status, str(exc))
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
+        return error_response(status, str(exc), headers)
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -138,15 +141,6 @@ async def read_upload(request: Request, service: RestoreService, allowed: tuple[
     return data, name, fields
 
 
-def encode_png(rgb: np.ndarray, alpha: np.ndarray | None = None) -> bytes:
-    """uint8 HxWx3 RGB (+ HxW alpha) -> PNG bytes (fast compression)."""
-    bgr = rgb[:, :, ::-1] if alpha is None else np.dstack([rgb[:, :, ::-1], alpha])
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr), [cv2.IMWRITE_PNG_COMPRESSION, 3])
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return buf.tobytes()
-
-
 def add_api_routes(app: FastAPI, service: RestoreService) -> None:
     """Register /v1/restore, /v1/faces and /v1/health on `app`."""
 
@@ -161,12 +155,10 @@ def add_api_routes(app: FastAPI, service: RestoreService) -> None:
         opts = service.options(**fields)
         t0 = time.perf_counter()
 
-        def work() -> tuple[bytes, int, tuple[int, int]]:
-            image = decode_image(data, name, service.limits)
-            result = service.restore(image, opts)
-            return encode_png(result.image, result.alpha), len(result.faces), result.image.shape[:2]
+        def encode(image, result) -> tuple[bytes, int, tuple[int, int]]:  # inside the slot
+            return encode_image(".png", result.image, result.alpha), len(result.faces), result.image.shape[:2]
 
-        png, n_faces, (h, w) = await run_in_threadpool(work)
+        png, n_faces, (h, w) = await run_in_threadpool(service.restore_upload, data, name, opts, encode)
         elapsed = (time.perf_counter() - t0) * 1000
         headers = {"X-Faces": str(n_faces), "X-Fidelity": f"{opts.fidelity:g}", "X-Upscale": f"{opts.upscale:g}",
                    "X-Image-Size": f"{w}x{h}", "X-Elapsed-Ms": f"{elapsed:.0f}",
@@ -178,11 +170,7 @@ def add_api_routes(app: FastAPI, service: RestoreService) -> None:
         data, name, fields = await read_upload(request, service, FACES_FIELDS)
         opts = service.options(**fields)
 
-        def work() -> tuple[list, tuple[int, int]]:
-            image = decode_image(data, name, service.limits)
-            return service.find_faces(image, opts), image.rgb.shape[:2]
-
-        found, (h, w) = await run_in_threadpool(work)
+        found, (h, w) = await run_in_threadpool(service.faces_upload, data, name, opts)
         return {"name": name, "width": w, "height": h, "detector": opts.detector, "faces": faces_to_json(found)}
 
     known = {"restore": "POST", "faces": "POST", "health": "GET"}

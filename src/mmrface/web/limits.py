@@ -1,4 +1,4 @@
-"""Limits that protect a shared CPU server, upload decoding and request-parameter checks.
+"""Limits that protect a shared CPU server, upload checks and decoding, request-parameter checks.
 
 Everything a web client can get wrong raises a `RequestError` subclass that carries its HTTP
 status, so the HTTP API answers with a JSON 4xx and the Gradio UI shows the same one-line message:
@@ -6,27 +6,26 @@ status, so the HTTP API answers with a JSON 4xx and the Gradio UI shows the same
     413 `TooLarge`       upload bytes, input pixels or output pixels over the configured limit
     415 `NotAnImage`     the upload is not an image mmrface can decode (or not a multipart upload)
     422 `BadParameter`   a parameter outside its range, unknown or missing
-    503 `Busy`           too many requests already waiting for the one restore slot
+    422 `TooSmall`       an image too small to hold a face the detector could find
+    503 `Busy`           too many requests already waiting for the one restore slot (Retry-After)
 
-Nothing here imports FastAPI or Gradio.
+The checks on an upload are ordered by cost: its size in bytes (`check_upload_size`), then its
+header (`probe_upload`: format, width x height; nothing decompressed), then what the request
+would produce (`check_output_pixels`, `check_min_side`); only then does a request queue for the
+restore slot, and only inside it is the photo decoded (`decode_upload`, from the bytes: no temp
+file). Nothing here imports FastAPI or Gradio.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import re
-import tempfile
-import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
-
-from PIL import Image, UnidentifiedImageError
 
 from mmrface.errors import UserError
 from mmrface.pipeline.detect import DETECTORS
-from mmrface.pipeline.imageio import LoadedImage, read_image
+from mmrface.pipeline.imageio import ImageHeader, ImageReadError, LoadedImage, TooManyPixels, decode, probe
 from mmrface.pipeline.paste import output_size
 
 UPSCALE_RANGE = (1.0, 4.0)
@@ -53,8 +52,18 @@ class BadParameter(RequestError):
     status = 422
 
 
+class TooSmall(RequestError):
+    status = 422
+
+
 class Busy(RequestError):
+    """The queue is full; `retry_after` (seconds) is the server's estimate of when a slot frees."""
+
     status = 503
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
 
 
 @dataclass(frozen=True)
@@ -83,11 +92,16 @@ class Limits:
         return asdict(self)
 
 
-def safe_name(name: str | None, default: str = "upload") -> str:
-    """A file name fit for messages and temp files: basename only, no odd characters, <= 80 chars."""
+def safe_name(name: str | None, default: str = "upload", max_len: int = 80) -> str:
+    """A file name fit for messages and result files: basename only, no odd characters, at most
+    `max_len` characters; a long name is cut in its stem, so it keeps its extension."""
     base = os.path.basename((name or "").replace("\\", "/")).strip()
-    base = re.sub(r"[^A-Za-z0-9._ -]+", "_", base).strip(" .")
-    return (base or default)[:80]
+    base = re.sub(r"[^A-Za-z0-9._ -]+", "_", base).strip(" .") or default
+    if len(base) <= max_len:
+        return base
+    stem, ext = os.path.splitext(base)
+    ext = ext if len(ext) <= 10 else ""
+    return stem[:max_len - len(ext)].rstrip(" .") + ext
 
 
 def _megabytes(n: int) -> str:
@@ -107,39 +121,42 @@ def check_output_pixels(width: int, height: int, upscale: float, name: str, limi
                        f"the limit is {limits.max_output_pixels / 1e6:.1f}; choose a smaller upscale")
 
 
-def decode_image(data: bytes, name: str | None, limits: Limits) -> LoadedImage:
-    """Decode an uploaded photo with `read_image`'s rules (EXIF orientation, alpha, 16-bit).
+def check_min_side(header: ImageHeader, min_side: int, name: str, what: str) -> None:
+    """TooSmall when the image's short side is under `min_side` pixels."""
+    if min(header.width, header.height) < min_side:
+        raise TooSmall(f"{name}: {header.width}x{header.height} is too small to hold a face {what} "
+                       f"(at least {min_side} pixels on each side)")
 
-    The byte and pixel limits are checked first, from the header alone, so an oversized photo is
-    refused before it is decompressed. Raises TooLarge (413) or NotAnImage (415).
+
+def probe_upload(data: bytes, name: str, limits: Limits) -> ImageHeader:
+    """The cheap checks of an upload: its size in bytes, then its header (format, pixel count).
+
+    Nothing is decompressed. Raises TooLarge (413) or NotAnImage (415).
     """
-    name = safe_name(name)
     check_upload_size(len(data), name, limits)
     if not data:
         raise NotAnImage(f"{name}: empty upload")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:  # header only, nothing decompressed yet
-                width, height = im.size
-    except UnidentifiedImageError:
-        raise NotAnImage(f"{name}: not an image, or a format mmrface cannot read") from None
-    except Image.DecompressionBombError:
-        raise TooLarge(f"{name}: image has too many pixels") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise NotAnImage(f"{name}: corrupt or truncated image ({exc})") from None
-    if width * height > limits.max_pixels:
-        raise TooLarge(f"{name}: {width}x{height} is {width * height / 1e6:.1f} megapixels, "
+        header = probe(data, name)
+    except TooManyPixels as exc:
+        raise TooLarge(str(exc)) from None
+    except ImageReadError as exc:
+        raise NotAnImage(str(exc)) from None
+    pixels = header.width * header.height
+    if pixels > limits.max_pixels:
+        raise TooLarge(f"{name}: {header.width}x{header.height} is {pixels / 1e6:.1f} megapixels, "
                        f"the limit is {limits.max_pixels / 1e6:.1f}")
-    with tempfile.TemporaryDirectory(prefix="mmrface-upload-") as tmp:
-        path = Path(tmp) / name
-        path.write_bytes(data)
-        try:
-            loaded = read_image(path)
-        except UserError as exc:  # read_image names the temp path: name the upload instead
-            raise NotAnImage(str(exc).replace(str(path), name)) from None
-    loaded.path = name
-    return loaded
+    return header
+
+
+def decode_upload(data: bytes, name: str) -> LoadedImage:
+    """Decode an upload from its bytes (EXIF orientation, alpha, 16-bit: `imageio.decode`)."""
+    try:
+        return decode(data, name)
+    except TooManyPixels as exc:
+        raise TooLarge(str(exc)) from None
+    except ImageReadError as exc:
+        raise NotAnImage(str(exc)) from None
 
 
 # -- request parameters ---------------------------------------------------------------------------

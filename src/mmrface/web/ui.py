@@ -20,7 +20,7 @@ import gradio as gr  # noqa: E402
 
 from mmrface.errors import UserError  # noqa: E402
 from mmrface.pipeline.imageio import write_image  # noqa: E402
-from mmrface.web.limits import DETECTOR_CHOICES, UPSCALE_RANGE, decode_image, safe_name  # noqa: E402
+from mmrface.web.limits import DETECTOR_CHOICES, UPSCALE_RANGE, safe_name  # noqa: E402
 from mmrface.web.service import RestoreService  # noqa: E402
 
 KEEP_SECONDS = 3600  # result files older than this are deleted on the next request
@@ -58,23 +58,24 @@ def _restore_one(service: RestoreService, path: str, opts, out: Path) -> tuple[P
     """Restore one uploaded file into `out`; returns its result and a one-line report."""
     t0 = time.perf_counter()
     name = safe_name(Path(path).name)
-    image = decode_image(Path(path).read_bytes(), name, service.limits)
-    result = service.restore(image, opts)
     stem = Path(name).stem
     before, after = out / f"{stem}_input.png", out / f"{stem}_restored.png"
-    write_image(before, image.rgb, image.alpha)
-    write_image(after, result.image, result.alpha)
-    faces = []
-    for i, f in enumerate(result.faces):
-        lq, hq = out / f"{stem}_face{i}_input.png", out / f"{stem}_face{i}_restored.png"
-        write_image(lq, f.crop_lq)
-        write_image(hq, f.crop_restored)
-        faces += [(str(lq), f"{stem} face {i + 1}: input"), (str(hq), f"{stem} face {i + 1}: restored")]
-    h, w = image.rgb.shape[:2]
-    oh, ow = result.image.shape[:2]
+
+    def save(image, result):  # inside the restore slot: one decoded photo at a time
+        write_image(before, image.pixels, image.alpha)
+        write_image(after, result.image, result.alpha)
+        faces = []
+        for i, f in enumerate(result.faces):
+            lq, hq = out / f"{stem}_face{i}_input.png", out / f"{stem}_face{i}_restored.png"
+            write_image(lq, f.crop_lq)
+            write_image(hq, f.crop_restored)
+            faces += [(str(lq), f"{stem} face {i + 1}: input"), (str(hq), f"{stem} face {i + 1}: restored")]
+        return faces, image.rgb.shape[:2], result.image.shape[:2]
+
+    faces, (h, w), (oh, ow) = service.restore_upload(Path(path).read_bytes(), name, opts, save)
     seconds = time.perf_counter() - t0
-    if result.faces:
-        line = f"**{name}**: {len(result.faces)} face(s) restored, {w}×{h} → {ow}×{oh} ({seconds:.1f} s)"
+    if faces:
+        line = f"**{name}**: {len(faces) // 2} face(s) restored, {w}×{h} → {ow}×{oh} ({seconds:.1f} s)"
     else:
         line = (f"**{name}**: no face found — the photo was only upscaled to {ow}×{oh}. "
                 f"Try another detector, or tick *aligned input* for a cropped face.")
