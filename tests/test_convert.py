@@ -117,7 +117,7 @@ def test_gfpgan_config_builds_the_v14_architecture():
     from mmrface.config import load_config
     from mmrface.models import build_model
 
-    cfg = load_config(HERE.parent / "configs" / "gfpgan_v1clean.yaml")
+    cfg = load_config("gfpgan_v1clean")
     with torch.device("meta"):
         model = build_model(cfg.model)
     assert isinstance(model, GFPGANv1Clean)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mmrface.models.ops import make_fir_kernel, upfirdn2d
-from mmrface.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator, channel_table
+from mmrface.models.discriminator import StyleGAN2Discriminator
+from mmrface.models.stylegan2 import StyleGAN2Generator, channel_table
 
 
 def tiny(size: int = 32, **kw) -> StyleGAN2Generator:

@@ -25,7 +25,7 @@ ARCHS = {
     "mmrface": "mmrface.models.mmrface_net:MMRFaceNet",
     "gfpgan_v1clean": "mmrface.models.gfpgan_v1clean:GFPGANv1Clean",
     "stylegan2": "mmrface.models.stylegan2:StyleGAN2Generator",
-    "stylegan2_discriminator": "mmrface.models.stylegan2:StyleGAN2Discriminator",
+    "stylegan2_discriminator": "mmrface.models.discriminator:StyleGAN2Discriminator",
     "arcface": "mmrface.models.arcface:ArcFaceResNet",
 }
 RESTORERS = ("mmrface", "gfpgan_v1clean")  # archs that `Restorer` can run
