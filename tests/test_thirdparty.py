@@ -94,3 +94,17 @@ def test_missing_package_is_one_clear_line(monkeypatch):
         from mmrface.pipeline.mtcnn import weight_file
 
         weight_file("pnet")
+
+
+def test_a_changed_detector_model_is_refused(fake_package):
+    """The dlib detector and landmark files the face search loads are checked too (detect.py)."""
+    from mmrface.pipeline.detect import dlib_model_path
+
+    root = fake_package("face_recognition_models")
+    target = root / "models" / "mmod_human_face_detector.dat"
+    blob = bytearray(target.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    target.write_bytes(bytes(blob))
+    with pytest.raises(UserError, match=r"mmod_human_face_detector\.dat: sha256 .* refused"):
+        dlib_model_path("mmod_human_face_detector.dat")
+    assert dlib_model_path("shape_predictor_68_face_landmarks.dat").endswith("shape_predictor_68_face_landmarks.dat")

@@ -45,8 +45,6 @@ find faces from about 80 px (40 px with upsample=1), and dlib's MMOD raises on i
 from __future__ import annotations
 
 import functools
-import importlib.util
-import os
 import threading
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
@@ -134,16 +132,12 @@ class MtcnnDetector:
 
 
 def dlib_model_path(name: str) -> str:
-    """Path of a model file shipped by face-recognition-models (e.g. the 68-point predictor)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(
-            "the dlib detectors need dlib and face-recognition-models: pip install 'mmrface[detect]'"
-        )
-    path = os.path.join(list(spec.submodule_search_locations)[0], "models", name)
-    if not os.path.isfile(path):
-        raise UserError(f"dlib model file missing: {path}")
-    return path
+    """Path of a model file shipped by face-recognition-models (e.g. the 68-point predictor),
+    checked against its size and sha256 (`mmrface.thirdparty`)."""
+    from mmrface.thirdparty import verified_file
+
+    return str(verified_file("face_recognition_models", f"models/{name}", missing=(
+        "the dlib detectors need dlib and face-recognition-models: pip install 'mmrface[detect]'")))
 
 
 def _import_dlib():
