@@ -67,3 +67,15 @@ def test_inference_imports_nothing_from_training():
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_package_cites_only_its_own_files_and_finds_them_as_package_data():
+    """No comment points at files a user's clone does not have (the project's shared design notes),
+    and no file is found by its position in the source tree (`parents[N]`): a wheel has no tree."""
+    offenders = []
+    for path in (ROOT / "src").rglob("*.py"):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if any(s in line for s in ("DESIGN.md", "STYLE.md", "../shared", "shared/layouts", "shared/fixtures",
+                                       "parents[")):
+                offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert offenders == []
