@@ -197,3 +197,11 @@ def test_noise_statistics(kind, param, expected_var):
         assert abs(n.var() / expected_var - 1) < 0.1
         channel_corr = np.corrcoef(n[..., 0].ravel(), n[..., 1].ravel())[0, 1]
         assert channel_corr > 0.99 if gray else abs(channel_corr) < 0.1
+
+
+def test_the_run_log_names_every_component_of_a_mixture():
+    from mmrface.train.runlog import degradation_label
+
+    mix = Degradation.from_config({"mix": {"gfpgan": 0.5, "heavy": 0.3, "sr8": 0.2}})
+    assert degradation_label(mix) == "mix gfpgan 0.5 / heavy 0.3 / sr8 0.2"
+    assert degradation_label(Degradation.from_config("sr8")) == "sr8"

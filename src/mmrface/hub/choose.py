@@ -61,8 +61,8 @@ def choose(weights: str | None, no_download: bool = False, progress: bool = True
             if cache.installed(name) is not None:
                 return Choice(name, f"auto: fetched {rows[name].description.split(',')[0]}, the best installed model"
                               if name in rows else "auto: the best installed model")
-        return Choice(BUNDLED, f"auto: the bundled demonstration model (trained on 4 faces); for real-quality faces "
-                               f"run `mmrface weights fetch {AUTO_ORDER[0]}` once")
+        return Choice(BUNDLED, f"auto: the bundled 128-px model, trained on a CPU (faces above 128 px keep their own detail); "
+                               f"for 512-px restorations run `mmrface weights fetch {AUTO_ORDER[0]}` once")
     if Path(value).expanduser().is_file():
         return Choice(value, "the file given")
     from mmrface.weights import registry
