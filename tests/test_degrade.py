@@ -200,8 +200,6 @@ def test_noise_statistics(kind, param, expected_var):
 
 
 def test_the_run_log_names_every_component_of_a_mixture():
-    from mmrface.train.runlog import degradation_label
-
     mix = Degradation.from_config({"mix": {"gfpgan": 0.5, "heavy": 0.3, "sr8": 0.2}})
-    assert degradation_label(mix) == "mix gfpgan 0.5 / heavy 0.3 / sr8 0.2"
-    assert degradation_label(Degradation.from_config("sr8")) == "sr8"
+    assert mix.label == "mix gfpgan 0.5 / heavy 0.3 / sr8 0.2"
+    assert Degradation.from_config("sr8").label == "sr8"

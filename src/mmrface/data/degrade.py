@@ -162,6 +162,11 @@ class Degradation:
     def __init__(self, config: DegradationConfig | None = None):
         self.config = config or DegradationConfig(preset="gfpgan")
 
+    @property
+    def label(self) -> str:
+        """The preset's name, as the run log shows it."""
+        return str(self.config.preset)
+
     @classmethod
     def from_config(cls, spec: str | Mapping[str, Any] | DegradationConfig | None = None
                     ) -> "Degradation | DegradationMix":
@@ -270,6 +275,11 @@ class DegradationMix:
                 raise UserError(f"degradation mix: the weight of {name!r} must be a number, got {weight!r}")
             weights.append(float(weight))
         return cls(comps, weights)
+
+    @property
+    def label(self) -> str:
+        """Every component with its weight: `mix gfpgan 0.5 / heavy 0.3 / sr8 0.2`."""
+        return "mix " + " / ".join(f"{c.label} {w:.2g}" for c, w in zip(self.components, self.weights))
 
     def sample(self, rng: np.random.Generator) -> dict:
         k = int(rng.choice(len(self.components), p=self.weights))

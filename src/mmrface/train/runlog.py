@@ -54,7 +54,7 @@ def header_lines(t) -> list[str]:
              f"model: {cfg.model.get('arch', 'mmrface')} {t.G.size} px, {n_g:,} parameters ({n_t:,} trained)",
              t.prior_line,
              f"data: {len(t.dataset)} faces in {cfg.data.train_root} (landmarks: "
-             f"{'used' if t.dataset.landmarks is not None else 'not used'}), degradation {degradation_label(t.degradation)}, "
+             f"{'used' if t.dataset.landmarks is not None else 'not used'}), degradation {t.degradation.label}, "
              f"batch {cfg.data.batch_size} per rank x {ctx.world}",
              f"steps: {tc.steps}, lr G {tc.lr_g:g} D {tc.lr_d:g}, betas {list(tc.betas)}, EMA {tc.ema_decay:g}"
              f"{' (ramp-up)' if tc.ema_rampup else ''}, fidelity w in {list(tc.fidelity_range)}, seed {tc.seed}"]
@@ -69,11 +69,3 @@ def header_lines(t) -> list[str]:
                      f"LPIPS {base['lpips']:.4f}")
     lines.append(t.log.tb_status)
     return lines
-
-
-def degradation_label(deg) -> str:
-    """`gfpgan`, or for a mixture `mix gfpgan 0.5 / heavy 0.3 / sr8 0.2` (each component's preset and weight)."""
-    comps = getattr(deg, "components", None)
-    if comps is None:
-        return str(deg.config.preset)
-    return "mix " + " / ".join(f"{c.config.preset} {w:.2g}" for c, w in zip(comps, deg.weights))
