@@ -109,3 +109,20 @@ def test_512_model_forward_on_cpu():
     with torch.no_grad():
         out = net(torch.zeros(1, 3, 512, 512), noise_mode="zero")
     assert out.shape == (1, 3, 512, 512) and torch.isfinite(out).all()
+
+
+def test_input_skip_adds_w_times_the_input_to_the_same_network(tiny_cfg):
+    cfg = copy.deepcopy(tiny_cfg)
+    torch.manual_seed(0)
+    plain = build_model(cfg)
+    cfg["input_skip"] = True
+    skip = build_model(cfg)
+    skip.load_state_dict(plain.state_dict())  # a global residual adds no weights
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    w = torch.tensor([0.0, 0.75])
+    with torch.no_grad():
+        a, b = plain(x, w=w, noise_mode="const"), skip(x, w=w, noise_mode="const")
+        c = skip(x, w=0.25, noise_mode="const") - plain(x, w=0.25, noise_mode="const")
+    assert torch.equal(a[0], b[0])  # w = 0: free generation, no trace of the input
+    assert torch.allclose(b[1] - a[1], 0.75 * x[1], atol=1e-5)
+    assert torch.allclose(c, 0.25 * x, atol=1e-5)

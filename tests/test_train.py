@@ -280,3 +280,18 @@ def test_resume_refuses_a_changed_recipe_unless_allowed(faces, tmp_path):
     allowed = Trainer(tiny(faces, run, "train.steps=4", "train.lr_g=0.001"), resume=True, progress=False,
                       allow_changes=True)
     assert allowed.start == 2
+
+
+def test_init_starts_from_every_weight_of_a_restorer_and_refuses_another_model(faces, tmp_path):
+    first = tiny(faces, tmp_path / "a", "train.steps=3", "train.ckpt_every=1000")
+    fit(first)
+    init = tmp_path / "a" / "latest_ema.safetensors"
+    saved = load_file(str(init))
+    trainer = Trainer(tiny(faces, tmp_path / "b", "train.steps=2", f"train.init={init}"), progress=False)
+    state = trainer.run.G.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in saved.items()) and saved.keys() == state.keys()
+    assert f"init: {init}" in trainer.run.prior_line
+    fresh = Trainer(tiny(faces, tmp_path / "c", "train.steps=2"), progress=False).run.G.state_dict()
+    assert any(not torch.equal(fresh[k], v) for k, v in saved.items())  # init changed the start
+    with pytest.raises(UserError, match="model differs from this config's in size"):
+        Trainer(tiny(faces, tmp_path / "d", "model.size=64", f"train.init={init}"), progress=False)

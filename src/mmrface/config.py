@@ -90,6 +90,7 @@ class TrainConfig:
     lr_d: float = spec(2e-4, gt=0, hi=1)
     prior_lr_mul: float = spec(1.0, gt=0, hi=100)  # prior learning rate = lr_g * prior_lr_mul
     prior_init: str | None = None  # a converted StyleGAN2 prior (file or registry name) loaded first
+    init: str | None = None  # a whole restorer (weight file or registry name) to start from (fine-tuning)
     betas: tuple[float, float] = spec((0.0, 0.99), lo=0, hi=0.9999)
     warmup_steps: int = spec(0, lo=0)  # learning rates rise linearly from 0 over these steps
     lr_schedule: str = spec("constant", choices=("constant", "cosine"))  # after the warm-up

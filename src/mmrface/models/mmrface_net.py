@@ -41,6 +41,9 @@ class CodecPriorNet(nn.Module):
         conditions, rgbs = self.decoder(feat, skips, return_rgbs)
         image, _ = self.prior(codes, input_is_latent=True, conditions=conditions, fidelity=w,
                               noise=noise, noise_mode=noise_mode)
+        if getattr(self, "input_skip", False):  # the prior draws what the input lacks, scaled with w
+            wb = w.reshape(-1, 1, 1, 1).to(image.dtype) if isinstance(w, torch.Tensor) else float(w)
+            image = image + wb * lq
         return (image, rgbs) if return_rgbs else image
 
     def parts(self) -> dict[str, nn.Module]:
@@ -62,16 +65,19 @@ class MMRFaceNet(CodecPriorNet):
             `upsample`, `equalized_lr`, `gain_mode`, `noise_mode`, `lr_mlp`) plus `trainable`
             (False freezes a pretrained prior). Which prior to load and its learning rate are
             training settings (`train.prior_init`, `train.prior_lr_mul`), not network options.
+        input_skip: add w x the input to the prior's image (a global residual): at w = 1 the prior
+            only has to draw what the degraded input lacks; w = 0 still generates freely.
     """
 
     def __init__(self, size: int = 512, style_dim: int = 512, sft_half: bool = True,
-                 codec: dict | None = None, prior: dict | None = None):
+                 codec: dict | None = None, prior: dict | None = None, input_skip: bool = False):
         super().__init__()
         if size < 32 or size > 1024 or 2 ** int(math.log2(size)) != size:
             raise ValueError(f"size must be a power of two in 32…1024, got {size}")
         codec = dict(codec or {})
         prior = dict(prior or {})
         self.size, self.style_dim, self.sft_half = size, style_dim, sft_half
+        self.input_skip = bool(input_skip)
         self.prior_trainable = bool(prior.pop("trainable", True))
         for legacy in ("init", "lr_mul"):  # training keys that weight files before 0.2 embed; see train.prior_*
             prior.pop(legacy, None)

@@ -114,6 +114,8 @@ def build_run(cfg: Config, ctx: dist_utils.DistContext, resuming: bool = False) 
             ds.load(0)
     obj = Objectives(cfg, dataset.landmarks is not None, unpaired is not None).to(ctx.device)
     prior_line = _load_prior(G, cfg, resuming)
+    if cfg.train.init:
+        prior_line = _load_init(G, cfg, resuming)
     G.to(ctx.device).train()
     dist_utils.broadcast_module(G, ctx)
     run = Run(cfg, ctx, G, EMA(G, tc.ema_decay, tc.ema_rampup), _generator_optimizer(G, cfg), dataset, obj,
@@ -149,6 +151,25 @@ def _generator_optimizer(G: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     if prior_params:
         groups.append({"params": prior_params, "lr": tc.lr_g * tc.prior_lr_mul})
     return torch.optim.Adam(groups, betas=tuple(float(b) for b in tc.betas))
+
+
+def _load_init(G: nn.Module, cfg: Config, resuming: bool) -> str:
+    """Load `train.init` (a whole restorer of the same model config) into a fresh run; its run-log line."""
+    init = cfg.train.init
+    if cfg.train.prior_init:
+        raise UserError("config sets both train.init and train.prior_init: the first already holds a prior")
+    if resuming:
+        return f"init: {init} (weights from the checkpoint)"
+    from mmrface.models import inference_config, load_state_strict
+    from mmrface.weights import load_weights
+
+    state, meta = load_weights(init)
+    theirs = inference_config((meta.get("config") or {}).get("model") or {})
+    if theirs != inference_config(cfg.model):
+        differ = sorted(k for k in set(theirs) | set(cfg.model) if theirs.get(k) != cfg.model.get(k))
+        raise UserError(f"train.init {init}: its model differs from this config's in {', '.join(differ)}")
+    load_state_strict(G, state, f"train.init {init}")
+    return f"init: {init} sha256 {meta.get('sha256', '?')} (every weight; prior trained with the rest)"
 
 
 def _load_prior(G: nn.Module, cfg: Config, resuming: bool) -> str:
