@@ -295,3 +295,18 @@ def test_init_starts_from_every_weight_of_a_restorer_and_refuses_another_model(f
     assert any(not torch.equal(fresh[k], v) for k, v in saved.items())  # init changed the start
     with pytest.raises(UserError, match="model differs from this config's in size"):
         Trainer(tiny(faces, tmp_path / "d", "model.size=64", f"train.init={init}"), progress=False)
+
+
+def test_lpips_fidelity_leaves_full_fidelity_to_pixel_losses(faces, tmp_path):
+    def lpips_terms(w: float, share: float) -> list[float]:
+        cfg = tiny(faces, tmp_path / f"w{w}_{share}", "train.steps=2", "train.ckpt_every=1000", "loss.lpips=1",
+                   f"loss.lpips_fidelity={share}", f"train.fidelity_range=[{w}, {w}]")
+        trainer = fit(cfg)
+        assert any("x (1 - 1 w) per sample" in line for line in trainer.run.obj.report) == (share == 1)
+        return [h["lpips"] for h in trainer.history]
+
+    assert lpips_terms(1.0, 1.0) == [0.0, 0.0]  # w = 1: no perceptual pull at all
+    half, plain = lpips_terms(0.5, 1.0), lpips_terms(0.5, 0.0)
+    assert all(p > 0.05 for p in plain)
+    assert half[0] == pytest.approx(0.5 * plain[0], rel=1e-4)  # same first step, half the weight per sample
+    assert half[1] != pytest.approx(0.5 * plain[1], rel=1e-4)  # ... so the two runs' updates differ

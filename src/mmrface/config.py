@@ -72,6 +72,8 @@ class LossConfig:
     perceptual_layers: dict | None = None  # VGG16 layer -> weight for perceptual/style; None = conv1_2..conv5_3
     lpips: float = spec(0.0, lo=0)
     lpips_net: str = spec("alex", choices=("alex", "vgg"))  # backbone of the LPIPS loss
+    # a sample's LPIPS weight x (1 - lpips_fidelity x w): 1 = none at w = 1, so full fidelity means pixel fidelity
+    lpips_fidelity: float = spec(0.0, lo=0, hi=1)
     gan: float = spec(0.0, lo=0)
     r1: float = spec(10.0, lo=0)
     r1_every: int = spec(16, lo=1)

@@ -65,5 +65,7 @@ class LPIPSLoss(nn.Module):
     def train(self, mode: bool = True) -> "LPIPSLoss":
         return super().train(False)
 
-    def forward(self, out: Tensor, target: Tensor) -> Tensor:
-        return self.lpips(out, target.detach()).mean()
+    def forward(self, out: Tensor, target: Tensor, sample_weight: Tensor | None = None) -> Tensor:
+        """Mean distance; with `sample_weight` (B,) the mean of weight x distance."""
+        d = self.lpips(out, target.detach())
+        return d.mean() if sample_weight is None else (d * sample_weight.to(d.dtype)).mean()

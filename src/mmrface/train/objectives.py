@@ -42,6 +42,7 @@ class GenOutputs:
     u_out: Tensor | None = None  # restorations of the unpaired LQ
     m_out: Tensor | None = None  # restorations of the mean-teacher pseudo LQ
     m_target: Tensor | None = None  # the teacher's outputs they should match
+    w: float | Tensor = 1.0  # fidelity of the paired restorations (a float or (B,))
 
 
 G_TERMS = ("l1", "pyramid", "perceptual", "style", "lpips", "identity", "gan", "component",
@@ -96,7 +97,8 @@ class Objectives(nn.Module):
             from mmrface.losses.perceptual import LPIPSLoss
 
             self.lpips = LPIPSLoss(lc.lpips_net)
-        say("lpips", lc.lpips > 0, f"{lc.lpips:g} (LPIPS {lc.lpips_net})" if lc.lpips > 0 else "off (loss.lpips = 0)")
+        by_w = f", x (1 - {lc.lpips_fidelity:g} w) per sample" if lc.lpips_fidelity > 0 else ""
+        say("lpips", lc.lpips > 0, f"{lc.lpips:g} (LPIPS {lc.lpips_net}{by_w})" if lc.lpips > 0 else "off (loss.lpips = 0)")
 
         line = check_identity_config(lc.identity, lc.identity_weights)
         self.identity = build_identity_loss(lc.identity, lc.identity_weights)
@@ -174,7 +176,11 @@ class Objectives(nn.Module):
             if style is not None:
                 terms["style"] = style
         if self.lpips is not None:
-            terms["lpips"] = self.lpips(out, hq)
+            scale = None
+            if self.lc.lpips_fidelity > 0:  # pixel fidelity where the user asks for fidelity
+                w = outs.w if isinstance(outs.w, Tensor) else torch.full((out.shape[0],), float(outs.w))
+                scale = 1.0 - self.lc.lpips_fidelity * w.to(out.device, out.dtype)
+            terms["lpips"] = self.lpips(out, hq, scale)
         if self.identity is not None:
             terms["identity"] = self.identity(out, hq)
         if self.use_gan:

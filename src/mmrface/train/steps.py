@@ -114,7 +114,8 @@ def generator_step(run: Run, judge: Judge, step: int, batch: dict, ubatch: dict 
             out_all, rgbs = run.G(x, w=w), []
         nu = gb.u_lq.shape[0] if gb.u_lq is not None else 0
         outs = GenOutputs(out_all[:b], rgbs, out_all[b:b + nu] if nu else None,
-                          out_all[b + nu:] if m_target is not None else None, m_target)
+                          out_all[b + nu:] if m_target is not None else None, m_target,
+                          w[:b] if isinstance(w, torch.Tensor) else w)
         terms = obj.generator_terms(step, outs, gb, run.D, run.comp)
         total = obj.total(terms, step)
     vals, ok = judge.accept({**terms, "total": total}, step)
