@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
             print("|---|---|" + "---|" * len(metrics))
         cells = []
         for m in header:
-            diffs = [a[f][m] - b[f][m] for f in faces if f in a and m in a[f] and m in b[f]]
+            diffs = [a[f][m] - b[f][m] for f in faces if m in a[f] and m in b[f]]
             mean, se = mean_se(diffs) if diffs else (float("nan"), float("nan"))
-            digits = 3 if m in ("ssim", "lpips", "lpips_vgg") else 2 if m in ("id_dlib", "lmd_dlib") else 3
+            digits = 2 if m in ("id_dlib", "lmd_dlib") else 3
             cells.append(f"{mean:+.{digits}f} ± {se:.{digits}f}")
         print(f"| {name} | {len(faces)} | " + " | ".join(cells) + " |")
     return 0

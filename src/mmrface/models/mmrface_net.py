@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mmrface.models.codec import LightDecoder, MMRBEncoder
-from mmrface.models.stylegan2 import StyleGAN2Generator, channel_table
+from mmrface.models.stylegan2 import StyleGAN2Generator, channel_table, per_sample
 
 class CodecPriorNet(nn.Module):
     """Shared forward of encoder -> (W+ codes, skips) -> decoder -> CS-SFT conditions -> prior.
@@ -27,6 +27,7 @@ class CodecPriorNet(nn.Module):
     """
 
     size: int
+    input_skip: bool = False  # add w x the input to the prior's image (MMRFaceNet's option)
 
     def forward(self, lq: torch.Tensor, w: float | torch.Tensor = 1.0, return_rgbs: bool = False,
                 noise_mode: str | None = None, noise: list[torch.Tensor] | None = None):
@@ -41,9 +42,8 @@ class CodecPriorNet(nn.Module):
         conditions, rgbs = self.decoder(feat, skips, return_rgbs)
         image, _ = self.prior(codes, input_is_latent=True, conditions=conditions, fidelity=w,
                               noise=noise, noise_mode=noise_mode)
-        if getattr(self, "input_skip", False):  # the prior draws what the input lacks, scaled with w
-            wb = w.reshape(-1, 1, 1, 1).to(image.dtype) if isinstance(w, torch.Tensor) else float(w)
-            image = image + wb * lq
+        if self.input_skip:  # the prior draws what the input lacks, scaled with w
+            image = image + per_sample(w, image) * lq
         return (image, rgbs) if return_rgbs else image
 
     def parts(self) -> dict[str, nn.Module]:

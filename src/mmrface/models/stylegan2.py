@@ -203,6 +203,11 @@ class ToRGB(nn.Module):
         return out
 
 
+def per_sample(fidelity: float | Tensor, like: Tensor) -> float | Tensor:
+    """The fidelity weight w as a float, or a (B,) tensor as (B, 1, 1, 1) in `like`'s dtype."""
+    return fidelity.reshape(-1, 1, 1, 1).to(like.dtype) if isinstance(fidelity, Tensor) else float(fidelity)
+
+
 class StyleGAN2Generator(nn.Module):
     """StyleGAN2 synthesis network + mapping MLP, with CS-SFT conditions and a fidelity weight."""
 
@@ -297,7 +302,7 @@ class StyleGAN2Generator(nn.Module):
 
     def _sft(self, f: Tensor, scale: Tensor, shift: Tensor, fidelity: float | Tensor) -> Tensor:
         """CS-SFT: f * (1 + w (scale - 1)) + w shift on the second half of the channels (or all)."""
-        w = fidelity.reshape(-1, 1, 1, 1).to(f.dtype) if isinstance(fidelity, Tensor) else float(fidelity)
+        w = per_sample(fidelity, f)
 
         def modulate(g: Tensor) -> Tensor:
             if isinstance(w, float) and w == 1.0:  # exactly GFPGAN's out * scale + shift

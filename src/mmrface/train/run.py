@@ -113,9 +113,7 @@ def build_run(cfg: Config, ctx: dist_utils.DistContext, resuming: bool = False) 
         if ds is not None:
             ds.load(0)
     obj = Objectives(cfg, dataset.landmarks is not None, unpaired is not None).to(ctx.device)
-    prior_line = _load_prior(G, cfg, resuming)
-    if cfg.train.init:
-        prior_line = _load_init(G, cfg, resuming)
+    prior_line = _load_init(G, cfg, resuming) if cfg.train.init else _load_prior(G, cfg, resuming)
     G.to(ctx.device).train()
     dist_utils.broadcast_module(G, ctx)
     run = Run(cfg, ctx, G, EMA(G, tc.ema_decay, tc.ema_rampup), _generator_optimizer(G, cfg), dataset, obj,
@@ -164,12 +162,13 @@ def _load_init(G: nn.Module, cfg: Config, resuming: bool) -> str:
     from mmrface.weights import load_weights
 
     state, meta = load_weights(init)
-    theirs = inference_config((meta.get("config") or {}).get("model") or {})
-    if theirs != inference_config(cfg.model):
-        differ = sorted(k for k in set(theirs) | set(cfg.model) if theirs.get(k) != cfg.model.get(k))
+    theirs, ours = inference_config((meta.get("config") or {}).get("model") or {}), inference_config(cfg.model)
+    if theirs != ours:
+        differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
         raise UserError(f"train.init {init}: its model differs from this config's in {', '.join(differ)}")
     load_state_strict(G, state, f"train.init {init}")
-    return f"init: {init} sha256 {meta.get('sha256', '?')} (every weight; prior trained with the rest)"
+    prior = "fine-tuned" if G.prior_trainable else "frozen"
+    return f"init: {init} sha256 {meta.get('sha256', '?')} (every weight; prior {prior})"
 
 
 def _load_prior(G: nn.Module, cfg: Config, resuming: bool) -> str:
