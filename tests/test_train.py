@@ -310,3 +310,19 @@ def test_lpips_fidelity_leaves_full_fidelity_to_pixel_losses(faces, tmp_path):
     assert all(p > 0.05 for p in plain)
     assert half[0] == pytest.approx(0.5 * plain[0], rel=1e-4)  # same first step, half the weight per sample
     assert half[1] != pytest.approx(0.5 * plain[1], rel=1e-4)  # ... so the two runs' updates differ
+
+
+def test_fidelity_full_trains_a_share_of_samples_at_exactly_w_1(faces, tmp_path):
+    from mmrface.train.steps import fidelity_draw
+
+    run = Trainer(tiny(faces, tmp_path / "f", "train.fidelity_range=[0, 0.5]", "train.fidelity_full=0.3"),
+                  progress=False).run
+    torch.manual_seed(0)
+    w = torch.cat([fidelity_draw(run, 1000) for _ in range(4)])
+    full = w == 1
+    assert 0.25 < full.float().mean().item() < 0.35  # the share at w = 1
+    assert (w[~full] <= 0.5).all() and w[~full].std() > 0.1  # the rest uniform in the range
+    run.cfg.train.fidelity_full = 0.0
+    assert (fidelity_draw(run, 100) <= 0.5).all()
+    run.cfg.train.fidelity_range, run.cfg.train.fidelity_full = (1.0, 1.0), 0.5
+    assert fidelity_draw(run, 3) == 1.0  # a fixed w stays a float

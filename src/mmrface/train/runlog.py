@@ -49,6 +49,7 @@ def header_lines(t) -> list[str]:
     cfg, ctx, tc = t.cfg, t.ctx, t.cfg.train
     n_g = sum(p.numel() for p in t.G.parameters())
     n_t = sum(p.numel() for p in t.G.parameters() if p.requires_grad)
+    full = f" (w = 1 for a share of {tc.fidelity_full:g})" if tc.fidelity_full else ""
     lines = [f"mmrface train: {cfg.name} ({cfg.source}) -> {t.out_dir}",
              f"device: {t.device}, ranks: {ctx.world}, mixed precision: {'on' if t.amp else 'off'}",
              f"model: {cfg.model.get('arch', 'mmrface')} {t.G.size} px, {n_g:,} parameters ({n_t:,} trained)",
@@ -57,7 +58,7 @@ def header_lines(t) -> list[str]:
              f"{'used' if t.dataset.landmarks is not None else 'not used'}), degradation {t.degradation.label}, "
              f"batch {cfg.data.batch_size} per rank x {ctx.world}",
              f"steps: {tc.steps}, lr G {tc.lr_g:g} D {tc.lr_d:g}, betas {list(tc.betas)}, EMA {tc.ema_decay:g}"
-             f"{' (ramp-up)' if tc.ema_rampup else ''}, fidelity w in {list(tc.fidelity_range)}, seed {tc.seed}"]
+             f"{' (ramp-up)' if tc.ema_rampup else ''}, fidelity w in {list(tc.fidelity_range)}{full}, seed {tc.seed}"]
     if t.unpaired is not None:
         lines.append(f"unpaired: {len(t.unpaired)} real LQ faces in {cfg.data.unpaired_root}")
     lines += t.obj.report

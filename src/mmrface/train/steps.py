@@ -72,11 +72,16 @@ class Judge:
 
 
 def fidelity_draw(run: Run, n: int) -> float | Tensor:
-    """w per sample, uniform in train.fidelity_range (drawn from torch's per-step RNG)."""
+    """w per sample: 1 with probability train.fidelity_full, else uniform in train.fidelity_range
+    (drawn from torch's per-step RNG)."""
     lo, hi = (float(v) for v in run.cfg.train.fidelity_range)
-    if lo == hi:
+    full = float(run.cfg.train.fidelity_full)
+    if lo == hi and (full == 0 or lo == 1):
         return lo
-    return (torch.rand(n) * (hi - lo) + lo).to(run.device)
+    w = torch.rand(n) * (hi - lo) + lo
+    if full > 0:
+        w = torch.where(torch.rand(n) < full, torch.ones_like(w), w)
+    return w.to(run.device)
 
 
 def generator_inputs(run: Run, step: int, batch: dict, ubatch: dict | None) -> tuple[GenBatch, Tensor, Tensor | None]:
