@@ -326,3 +326,19 @@ def test_fidelity_full_trains_a_share_of_samples_at_exactly_w_1(faces, tmp_path)
     assert (fidelity_draw(run, 100) <= 0.5).all()
     run.cfg.train.fidelity_range, run.cfg.train.fidelity_full = (1.0, 1.0), 0.5
     assert fidelity_draw(run, 3) == 1.0  # a fixed w stays a float
+
+
+def test_fidelity_full_from_changes_the_share_at_given_steps(faces, tmp_path):
+    from mmrface.train.steps import fidelity_draw
+
+    cfg = tiny(faces, tmp_path / "g", "train.fidelity_range=[0, 0.5]", "train.fidelity_full=0",
+               "train.fidelity_full_from={10: 1.0, '20': 0.5}")
+    assert cfg.train.fidelity_full_from == {10: 1.0, 20: 0.5}  # a checkpoint's JSON keys read back as steps
+    run = Trainer(cfg, progress=False).run
+    torch.manual_seed(0)
+    assert (fidelity_draw(run, 500, step=9) <= 0.5).all()
+    assert (fidelity_draw(run, 500, step=10) == 1).all()
+    assert 0.4 < (fidelity_draw(run, 2000, step=25) == 1).float().mean().item() < 0.6
+    for bad in ("{-1: 0.5}", "{5: 1.5}", "{a: 0.5}"):
+        with pytest.raises(UserError, match="fidelity_full_from"):
+            tiny(faces, tmp_path / "h", f"train.fidelity_full_from={bad}")

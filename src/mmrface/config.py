@@ -113,6 +113,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     fidelity_range: tuple[float, float] = spec((1.0, 1.0), lo=0, hi=1)  # w sampled per sample during training
     fidelity_full: float = spec(0.0, lo=0, hi=1)  # share of samples trained at exactly w = 1 (the rest in fidelity_range)
+    fidelity_full_from: dict = field(default_factory=dict)  # {step: share}: fidelity_full from that step on
 
 
 @dataclass
@@ -260,6 +261,14 @@ def _check_relations(cfg: Any, where: str) -> None:
         lo, hi = cfg.fidelity_range
         if lo > hi:
             raise UserError(f"config {where}.fidelity_range = {list(cfg.fidelity_range)}: low must be <= high")
+        # JSON records (checkpoints) hold the steps as strings: read them back as integers
+        cfg.fidelity_full_from = {int(k) if isinstance(k, str) and k.isdigit() else k: v
+                                  for k, v in (cfg.fidelity_full_from or {}).items()}
+        for step, share in cfg.fidelity_full_from.items():
+            if (not isinstance(step, int) or isinstance(step, bool) or step < 0 or isinstance(share, bool)
+                    or not isinstance(share, (int, float)) or not 0 <= share <= 1):
+                raise UserError(f"config {where}.fidelity_full_from = {cfg.fidelity_full_from!r}: expected "
+                                "{step: share} with integer steps >= 0 and shares in [0, 1]")
 
 
 def config_from_dict(raw: dict, source: str | None = None) -> Config:

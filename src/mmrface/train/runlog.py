@@ -50,6 +50,8 @@ def header_lines(t) -> list[str]:
     n_g = sum(p.numel() for p in t.G.parameters())
     n_t = sum(p.numel() for p in t.G.parameters() if p.requires_grad)
     full = f" (w = 1 for a share of {tc.fidelity_full:g})" if tc.fidelity_full else ""
+    for start, share in sorted((tc.fidelity_full_from or {}).items()):
+        full += f"; {share:g} from step {start}"
     lines = [f"mmrface train: {cfg.name} ({cfg.source}) -> {t.out_dir}",
              f"device: {t.device}, ranks: {ctx.world}, mixed precision: {'on' if t.amp else 'off'}",
              f"model: {cfg.model.get('arch', 'mmrface')} {t.G.size} px, {n_g:,} parameters ({n_t:,} trained)",

@@ -1,4 +1,5 @@
-"""Learning-rate schedule: linear warm-up, then constant or cosine decay to `lr_final` x peak.
+"""Learning-rate schedule: linear warm-up, then constant or cosine decay to `lr_final` x peak;
+and `from_step`, a setting that changes at given steps (`train.fidelity_full_from`).
 
 The factor is a pure function of the step, so a resumed run sets exactly the learning rates an
 uninterrupted one would have had (nothing to store in the checkpoint).
@@ -20,3 +21,12 @@ def lr_factor(step: int, total: int, warmup: int = 0, schedule: str = "constant"
     span = max(total - warmup, 1)
     t = min(max(step - warmup, 0) / span, 1.0)
     return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def from_step(points: dict[int, float], step: int, default: float) -> float:
+    """A piecewise-constant setting: the value of the last `{start: value}` with start <= step."""
+    value = default
+    for start in sorted(points):
+        if step >= start:
+            value = points[start]
+    return value

@@ -22,6 +22,7 @@ from mmrface.train import distributed as dist_utils
 from mmrface.train.guard import DivergenceGuard
 from mmrface.train.objectives import GenBatch, GenOutputs, Objectives
 from mmrface.train.run import Run
+from mmrface.train.schedule import from_step
 
 
 class Diverged(Exception):
@@ -71,11 +72,12 @@ class Judge:
         return vals, verdict.ok
 
 
-def fidelity_draw(run: Run, n: int) -> float | Tensor:
-    """w per sample: 1 with probability train.fidelity_full, else uniform in train.fidelity_range
-    (drawn from torch's per-step RNG)."""
-    lo, hi = (float(v) for v in run.cfg.train.fidelity_range)
-    full = float(run.cfg.train.fidelity_full)
+def fidelity_draw(run: Run, n: int, step: int = 0) -> float | Tensor:
+    """w per sample: 1 with probability train.fidelity_full (at `step`, see fidelity_full_from), else
+    uniform in train.fidelity_range (drawn from torch's per-step RNG)."""
+    tc = run.cfg.train
+    lo, hi = (float(v) for v in tc.fidelity_range)
+    full = from_step(tc.fidelity_full_from, step, float(tc.fidelity_full))
     if lo == hi and (full == 0 or lo == 1):
         return lo
     w = torch.rand(n) * (hi - lo) + lo
@@ -110,7 +112,7 @@ def generator_step(run: Run, judge: Judge, step: int, batch: dict, ubatch: dict 
     obj = run.obj
     gb, x, m_target = generator_inputs(run, step, batch, ubatch)
     b = gb.hq.shape[0]
-    w = fidelity_draw(run, x.shape[0])
+    w = fidelity_draw(run, x.shape[0], step)
     with run.autocast():
         if obj.pyramid_on(step):
             out_all, rgbs = run.G(x, w=w, return_rgbs=True)
