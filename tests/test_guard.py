@@ -32,6 +32,15 @@ def test_guard_catches_a_blow_up_at_the_second_step_and_nan_at_once():
     assert off.check({"l1": 1.0}).ok and off.check({"l1": 1e9}).ok  # factor 0: NaN/inf only
 
 
+def test_a_term_far_below_the_total_is_no_blow_up():
+    # a real run (mmrface-small-resblock, step 3004): the low-pass term rose 24x when w < 1 came back
+    g = DivergenceGuard(factor=20, patience=1)
+    for k in range(50):
+        assert g.check({"unpaired": 0.003, "l1": 0.14, "total": 0.24 + 0.01 * (k % 2)}).ok
+    assert g.check({"unpaired": 0.07, "l1": 0.14, "total": 0.27}).ok
+    assert g.check({"unpaired": 0.9, "l1": 0.14, "total": 0.7}).stop  # above a typical total: judged
+
+
 def test_guard_ignores_small_values_and_round_trips_its_state():
     g = DivergenceGuard(factor=20, patience=2)
     for _ in range(5):
@@ -65,3 +74,19 @@ def test_loss_schedule_changes_a_weight_from_a_step_on():
                          ("{lpips: [[20, 1], [10, 0]]}", "ascending"), ("{lpips: 0.1}", "expected")):
         with pytest.raises(UserError, match=message):
             Objectives(load_config("tiny", ["model.size=32", "loss.lpips=1.0", f"loss.schedule={bad}"]), False, False)
+
+
+def test_a_planned_change_of_the_objective_restarts_the_medians():
+    from mmrface.train.schedule import objective_changes
+
+    assert objective_changes({500: 1.0, 3000: 0.7, 0: 0.5}, {"lpips": [[1250, 0.1]]}) == {500, 1250, 3000}
+    g = DivergenceGuard(factor=20, patience=1)
+    for _ in range(50):
+        g.check({"unpaired": 0.003, "total": 0.01})
+    g.restart()  # e.g. w < 1 trained again: the term legitimately sits at a new level
+    assert all(g.check({"unpaired": 0.2 + 0.01 * k, "total": 0.3}).ok for k in range(30))
+    assert g.check({"unpaired": 413.0, "total": 413.0}).stop  # judged again against the new medians
+    assert DivergenceGuard().check({"l1": math.inf}).stop
+    h = DivergenceGuard()
+    h.load_state_dict(g.state_dict())
+    assert h.min_history == g.min_history == 20

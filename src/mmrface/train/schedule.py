@@ -1,5 +1,6 @@
 """Learning-rate schedule: linear warm-up, then constant or cosine decay to `lr_final` x peak;
-and `from_step`, a setting that changes at given steps (`train.fidelity_full_from`).
+`from_step`, a setting that changes at given steps (`train.fidelity_full_from`); `objective_changes`,
+the steps where the loss changes on purpose (the divergence guard starts fresh medians there).
 
 The factor is a pure function of the step, so a resumed run sets exactly the learning rates an
 uninterrupted one would have had (nothing to store in the checkpoint).
@@ -30,3 +31,12 @@ def from_step(points: dict[int, float], step: int, default: float) -> float:
         if step >= start:
             value = points[start]
     return value
+
+
+def objective_changes(fidelity_full_from: dict, loss_schedule: dict) -> set[int]:
+    """Steps > 0 where the training objective changes by design: a `train.fidelity_full_from` step or a
+    `loss.schedule` step (`{name: [[step, weight], ...]}`)."""
+    steps = {int(k) for k in (fidelity_full_from or {})}
+    for points in (loss_schedule or {}).values():
+        steps |= {int(p[0]) for p in points}
+    return {s for s in steps if s > 0}

@@ -33,7 +33,7 @@ from mmrface.train.data import StepBatches
 from mmrface.train.guard import DivergenceGuard
 from mmrface.train.run import build_run
 from mmrface.train.runlog import RunLog, header_lines
-from mmrface.train.schedule import lr_factor
+from mmrface.train.schedule import lr_factor, objective_changes
 from mmrface.train.steps import Diverged, Judge, discriminator_step, generator_step
 
 
@@ -175,8 +175,13 @@ class Trainer:
                    disable=True if not (self.progress and ctx.is_main) else None)
         t_last, n_last, scores = time.time(), 0, None
         batches = self._batches()
+        changes = objective_changes(tc.fidelity_full_from, self.cfg.loss.schedule)
         try:
             for step in range(self.start, tc.steps):
+                if step in changes:  # a planned jump of the losses is not a blow-up
+                    self.guard.restart()
+                    self.log.info(f"step {step}: the objective changes (fidelity_full_from / loss.schedule); "
+                                  "the divergence guard starts fresh medians")
                 torch.manual_seed(step_seed(tc.seed, step, ctx.rank))
                 self.run.set_lr_factor(lr_factor(step, tc.steps, tc.warmup_steps, tc.lr_schedule, tc.lr_final))
                 batch, ubatch = next(batches)
