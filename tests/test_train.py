@@ -342,3 +342,6 @@ def test_fidelity_full_from_changes_the_share_at_given_steps(faces, tmp_path):
     for bad in ("{-1: 0.5}", "{5: 1.5}", "{a: 0.5}"):
         with pytest.raises(UserError, match="fidelity_full_from"):
             tiny(faces, tmp_path / "h", f"train.fidelity_full_from={bad}")
+    # null clears a base config's schedule (a deep merge of {} would keep it): the fine-tune recipe
+    assert load_config("small").train.fidelity_full_from
+    assert load_config("small_finetune").train.fidelity_full_from == {}

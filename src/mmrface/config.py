@@ -113,7 +113,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     fidelity_range: tuple[float, float] = spec((1.0, 1.0), lo=0, hi=1)  # w sampled per sample during training
     fidelity_full: float = spec(0.0, lo=0, hi=1)  # share of samples trained at exactly w = 1 (the rest in fidelity_range)
-    fidelity_full_from: dict = field(default_factory=dict)  # {step: share}: fidelity_full from that step on
+    fidelity_full_from: dict | None = field(default_factory=dict)  # {step: share}: fidelity_full from that step on (null clears a base config's)
 
 
 @dataclass
