@@ -122,7 +122,7 @@ def test_stages_in_process_equal_restorer_restore(tmp_path):
     assert rows[0]["faces"] == 1 and rows[2]["faces"] == 0
     assert all(r["weights_sha256"] == actor.sha256 != "unknown" for r in rows)
 
-    restorer = Restorer("mmrface-small", device="cpu", upscale=1.5)
+    restorer = Restorer("mmrface-small", device="cpu", upscale=1.5, fidelity=0.5)
     expected = restorer.restore(read_image(good).rgb)
     assert np.array_equal(read_image(tmp_path / "out" / good.name).rgb, expected.image)
     # the step-by-step API is the whole of restore()
@@ -172,6 +172,6 @@ def test_remote_uris_through_a_pyarrow_filesystem(tmp_path, monkeypatch):
     assert prepared["data"][1] == good.read_bytes()  # fetched once, carried to the paste stage
     rows = rows_of(finish_batch(actor(prepared)))
     assert rows[0]["error"].startswith("corrupt or truncated image") and rows[1]["error"] is None
-    expected = Restorer("mmrface-small", device="cpu", upscale=1).restore(read_image(good).rgb).image
+    expected = Restorer("mmrface-small", device="cpu", upscale=1, fidelity=0.5).restore(read_image(good).rgb).image
     assert np.array_equal(read_image(bucket / "arch/out/grace_hopper.png").rgb, expected)
     assert sorted(p.name for p in (bucket / "arch/out").iterdir()) == ["grace_hopper.png"]

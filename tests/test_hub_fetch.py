@@ -290,7 +290,7 @@ def test_auto_without_and_with_a_fetched_gfpgan(gfpgan, photo, tmp_path, capsys)
     assert main(["restore", str(photo), "-o", str(tmp_path / "o1"), "-q"]) == 0
     err = capsys.readouterr().err
     assert "mmrface: weights: mmrface-small (auto: the bundled 128-px model" in err
-    assert "fidelity w = 0.5" in err
+    assert "fidelity w = 1 (these weights' default" in err  # the bundled file records w = 1
     assert main(["weights", "fetch", "gfpgan-v1.4", "-q"]) == 0
     capsys.readouterr()
     assert main(["restore", str(photo), "-o", str(tmp_path / "o2"), "-q"]) == 0

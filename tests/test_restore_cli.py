@@ -114,8 +114,8 @@ def test_cli_aligned_input_and_errors(tmp_path, tiny_weights, capsys):
 
 def test_bundled_weights_restore_better_than_the_input():
     """The registry's default model loads (sha256 verified) and improves its degraded input: far
-    lower LPIPS at about the input's PSNR, at the default w and at w = 1 (the bundled weights never saw this
-    face; README "Results")."""
+    lower LPIPS and a higher PSNR at its default w = 1 (recorded in the file), far lower LPIPS at
+    w = 0.5 for some PSNR (the bundled weights never saw this face; README "Results")."""
     from mmrface.data.degrade import Degradation
     from mmrface.metrics import get_metric
     from mmrface.metrics.psnr_ssim import psnr
@@ -123,13 +123,14 @@ def test_bundled_weights_restore_better_than_the_input():
     hq = np.asarray(Image.open(ROOT / "tests" / "data" / "face128.png").convert("RGB"))
     lq, _ = Degradation.from_config("sr8")(hq, np.random.default_rng(0))
     restorer = Restorer("mmrface-small", device="cpu", upscale=1)
+    assert restorer.fidelity == 1.0  # the file's default_fidelity: w = 1 is its best setting
     lpips = get_metric("lpips")
-    for w, lpips_drop in ((0.5, 0.25), (1.0, 0.2)):
+    # measured: LPIPS 0.671 -> 0.171 (w 1) / 0.201 (w 0.5); PSNR 19.03 -> 19.70 / 18.32 dB
+    for w, lpips_drop, psnr_gain in ((None, 0.4, 0.3), (0.5, 0.4, -1.0)):
         out = restorer.restore(lq, aligned=True, fidelity=w).image
         assert out.shape == hq.shape
-        # measured: LPIPS 0.671 -> 0.330 (w 0.5) / 0.376 (w 1); PSNR 19.03 -> 19.05 / 19.02 dB
         assert lpips(out, hq) < lpips(lq, hq) - lpips_drop
-        assert psnr(out, hq) > psnr(lq, hq) - 0.3
+        assert psnr(out, hq) > psnr(lq, hq) + psnr_gain
 
 
 def test_per_call_upscale_overrides_the_default(tiny_weights):

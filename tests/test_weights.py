@@ -150,3 +150,21 @@ def test_load_prior_strict_with_sha(tmp_path, reg):
     g2 = StyleGAN2Generator(**prior_config(full))
     load_prior(g2, full)
     assert torch.equal(g2.const.weight, conv_full.state_dict["prior.const.weight"])
+
+
+@pytest.mark.parametrize("name", ["mmrface-small", "mmrface-small-resblock"])
+def test_bundled_weights_match_the_config_their_entry_names(monkeypatch, tmp_path, name):
+    """A registry entry's `config` is the recipe that made the file: its model section equals the file's
+    own, so `--config <that>` (and the fine-tune config built on it) can start from the weights."""
+    from mmrface.config import load_config
+    from mmrface.models import inference_config
+    from mmrface.weights import registry
+
+    monkeypatch.setenv("MMRFACE_WEIGHTS_REGISTRY", str(tmp_path / "user.yaml"))
+    (tmp_path / "user.yaml").write_text("weights: []\n")
+    entry = registry()[name]
+    model = inference_config(load_weights(name)[1]["config"]["model"])
+    assert model == inference_config(load_config(entry.config).model)
+    if name == "mmrface-small":  # train.init of the fine-tune recipe is this file
+        assert load_config("small_finetune").train.init == name
+        assert model == inference_config(load_config("small_finetune").model)

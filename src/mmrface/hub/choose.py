@@ -88,5 +88,5 @@ def announce(choice: Choice, restorer, fidelity_given: bool, say: Callable[[str]
     w = f"fidelity w = {restorer.fidelity:g}"
     if not fidelity_given:
         own = "default_fidelity" in restorer.meta
-        w += " (" + ("these weights' default, as their original code restores" if own else "the default") + "; -w to change)"
+        w += " (" + ("these weights' default, recorded in the file" if own else "the default") + "; -w to change)"
     say(f"mmrface: weights: {choice.weights} ({choice.reason}); {w}")
