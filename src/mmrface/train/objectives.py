@@ -20,6 +20,7 @@ from mmrface.losses import gan
 from mmrface.losses.basic import l1_loss, pyramid_l1
 from mmrface.losses.identity import build_identity_loss, check_identity_config
 from mmrface.losses.selfsup import lowpass_loss, p_identity_at, redegrade_loss
+from mmrface.train.schedule import from_step
 
 @dataclass
 class GenBatch:
@@ -201,10 +202,7 @@ class Objectives(nn.Module):
     def weight(self, name: str, step: int | None = None) -> float:
         """The weight of a term at `step` (its `loss.schedule`, else the configured weight)."""
         w = self.weights[name]
-        for start, value in self.schedule.get(name, ()):
-            if step is not None and step >= start:
-                w = value
-        return w
+        return w if step is None else from_step(dict(self.schedule.get(name, ())), step, w)
 
     def total(self, terms: dict[str, Tensor], step: int | None = None) -> Tensor:
         return sum(self.weight(k, step) * v.float() for k, v in terms.items())

@@ -35,8 +35,8 @@ def from_step(points: dict[int, float], step: int, default: float) -> float:
 
 def objective_changes(fidelity_full_from: dict, loss_schedule: dict) -> set[int]:
     """Steps > 0 where the training objective changes by design: a `train.fidelity_full_from` step or a
-    `loss.schedule` step (`{name: [[step, weight], ...]}`)."""
-    steps = {int(k) for k in (fidelity_full_from or {})}
-    for points in (loss_schedule or {}).values():
-        steps |= {int(p[0]) for p in points}
+    step of the validated loss schedule (`Objectives.schedule`: {name: [(step, weight), ...]})."""
+    steps = set(fidelity_full_from or {})
+    for points in loss_schedule.values():
+        steps |= {start for start, _ in points}
     return {s for s in steps if s > 0}

@@ -175,7 +175,7 @@ class Trainer:
                    disable=True if not (self.progress and ctx.is_main) else None)
         t_last, n_last, scores = time.time(), 0, None
         batches = self._batches()
-        changes = objective_changes(tc.fidelity_full_from, self.cfg.loss.schedule)
+        changes = objective_changes(tc.fidelity_full_from, self.run.obj.schedule)
         try:
             for step in range(self.start, tc.steps):
                 if step in changes:  # a planned jump of the losses is not a blow-up
