@@ -82,6 +82,19 @@ def test_resume_is_bit_exact_on_cpu(faces, tmp_path):
     assert oa.keys() == ob.keys() and all(torch.equal(oa[k], ob[k]) for k in oa)
 
 
+def test_stop_after_ends_the_run_early_on_the_same_lr_schedule(faces, tmp_path):
+    # train.stop_after: the first 6 steps of a 10-step cosine run, bit-exact, with a checkpoint at step 6
+    opts = ["train.lr_schedule=cosine", "train.warmup_steps=2", "train.steps=10"]
+    fit(tiny(faces, tmp_path / "full", "train.ckpt_every=2", *opts))
+    t = fit(tiny(faces, tmp_path / "stop", "train.ckpt_every=4", "train.stop_after=6", *opts))
+    assert len(t.history) == 6 and [s for s, _ in list_checkpoints(tmp_path / "stop" / "checkpoints")] == [4, 6]
+    a, b = _weights(tmp_path / "full", 6), _weights(tmp_path / "stop", 6)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert load_file(str(tmp_path / "stop" / "latest_ema.safetensors")).keys()
+    with pytest.raises(UserError, match="stop_after"):
+        tiny(faces, tmp_path / "bad", "train.stop_after=0")
+
+
 def test_cli_train_writes_a_checkpoint_the_restorer_loads(faces, tmp_path, capsys):
     from mmrface.cli import main
     from mmrface.models import load_model

@@ -168,16 +168,17 @@ class Trainer:
 
         tc, ctx = self.cfg.train, self.ctx
         self._header()
-        if self.start >= tc.steps:
-            self.log.info(f"nothing to do: the checkpoint is at step {self.start} >= train.steps {tc.steps}")
+        end = min(tc.steps, tc.stop_after or tc.steps)  # stop_after: end early, same lr schedule
+        if self.start >= end:
+            self.log.info(f"nothing to do: the checkpoint is at step {self.start} >= the last step {end}")
             return {"steps": self.start, "checkpoint": self.last_checkpoint}
-        bar = tqdm(total=tc.steps, initial=self.start, desc="train", dynamic_ncols=True,
+        bar = tqdm(total=end, initial=self.start, desc="train", dynamic_ncols=True,
                    disable=True if not (self.progress and ctx.is_main) else None)
         t_last, n_last, scores = time.time(), 0, None
         batches = self._batches()
         changes = objective_changes(tc.fidelity_full_from, self.run.obj.schedule)
         try:
-            for step in range(self.start, tc.steps):
+            for step in range(self.start, end):
                 if step in changes:  # a planned jump of the losses is not a blow-up
                     self.guard.restart()
                     self.log.info(f"step {step}: the objective changes (fidelity_full_from / loss.schedule); "
@@ -192,28 +193,28 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in vals.items() if k in ("total", "l1", "gan", "d_gan")})
                 n_last += 1
-                if done % tc.log_every == 0 or done == tc.steps:
+                if done % tc.log_every == 0 or done == end:
                     rate = (time.time() - t_last) / n_last
                     terms = "  ".join(f"{k} {v:.4f}" for k, v in vals.items() if k != "total")
                     terms += f"  lr {self.run.opt_g.param_groups[0]['lr']:.3g}"
                     self.log.info(f"step {done}/{tc.steps}  total {vals['total']:.4f}  {terms}  ({rate:.2f} s/step)")
                     self.log.scalars("train", vals, done)
                     t_last, n_last = time.time(), 0
-                if done % tc.ckpt_every == 0 or done == tc.steps:
+                if done % tc.ckpt_every == 0 or done == end:
                     self.save(done)
-                if self.validator is not None and (done % tc.val_every == 0 or done == tc.steps):
+                if self.validator is not None and (done % tc.val_every == 0 or done == end):
                     scores = self.validate(done)
         except Diverged as exc:
             self._stop(exc)
         finally:
             bar.close()
             self.log.close()
-        return {"steps": tc.steps, "last": self.history[-1] if self.history else None, "val": scores,
+        return {"steps": end, "last": self.history[-1] if self.history else None, "val": scores,
                 "checkpoint": self.last_checkpoint, "ema": self.out_dir / "latest_ema.safetensors"}
 
 
 #: Config keys a resumed run may change freely (how long, how often to log / save / validate).
-RESUME_FREE = {("train", k) for k in ("steps", "out_dir", "ckpt_every", "keep_last", "val_every", "log_every",
+RESUME_FREE = {("train", k) for k in ("steps", "stop_after", "out_dir", "ckpt_every", "keep_last", "val_every", "log_every",
                                       "device", "divergence_factor", "divergence_window", "divergence_patience")}
 RESUME_FREE |= {("name",), ("source",)}
 
