@@ -291,6 +291,7 @@ def test_auto_without_and_with_a_fetched_gfpgan(gfpgan, photo, tmp_path, capsys)
     err = capsys.readouterr().err
     assert "mmrface: weights: mmrface-small (auto: the bundled 128-px model" in err
     assert "fidelity w = 1 (these weights' default" in err  # the bundled file records w = 1
+    assert "note:" not in err  # ... and was last trained at w = 1: no caution
     assert main(["weights", "fetch", "gfpgan-v1.4", "-q"]) == 0
     capsys.readouterr()
     assert main(["restore", str(photo), "-o", str(tmp_path / "o2"), "-q"]) == 0

@@ -48,3 +48,24 @@ def test_noise_choice_is_a_flag(imported):
     assert not np.array_equal(zero.restore_crops(crops), stored.restore_crops(crops))
     with pytest.raises(UserError, match="noise must be one of"):
         Restorer(imported, device="cpu", noise="const")
+
+
+def test_a_file_trained_at_one_fidelity_cautions_at_others(tmp_path, capsys):
+    from mmrface.pipeline.restorer import fidelity_note
+
+    assert fidelity_note({"fidelity_trained": "1.0"}, 1.0) is None
+    assert fidelity_note({}, 0.5) is None and fidelity_note({"fidelity_trained": "x"}, 0.5) is None
+    assert "last trained at w = 1 only and restore worse at w = 0.5" in fidelity_note({"fidelity_trained": "1"}, 0.5)
+    cfg = load_config("tiny")
+    path = tmp_path / "tiny.safetensors"
+    save_weights(path, build_model(cfg.model).state_dict(), cfg.to_dict(),
+                 {"default_fidelity": "1.0", "fidelity_trained": "1.0"})
+    photo = tmp_path / "in.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(photo)
+    for extra, noted in (([], False), (["-w", "0.5"], True)):
+        assert main(["restore", str(photo), "--aligned", "-o", str(tmp_path / f"o{len(extra)}"), "-q",
+                     "--weights", str(path), *extra]) == 0
+        err = capsys.readouterr().err
+        assert ("mmrface: note: these weights were last trained at w = 1 only" in err) == noted, err

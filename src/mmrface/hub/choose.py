@@ -90,3 +90,8 @@ def announce(choice: Choice, restorer, fidelity_given: bool, say: Callable[[str]
         own = "default_fidelity" in restorer.meta
         w += " (" + ("these weights' default, recorded in the file" if own else "the default") + "; -w to change)"
     say(f"mmrface: weights: {choice.weights} ({choice.reason}); {w}")
+    from mmrface.pipeline.restorer import fidelity_note
+
+    note = fidelity_note(restorer.meta, restorer.fidelity)
+    if note:
+        say(f"mmrface: note: {note}")

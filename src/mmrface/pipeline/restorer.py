@@ -78,6 +78,22 @@ def default_fidelity(meta: dict) -> float:
         return DEFAULT_FIDELITY
 
 
+def fidelity_note(meta: dict, w: float) -> str | None:
+    """A one-line caution when `w` is not the fidelity a weight file was last trained at.
+
+    Files whose last training steps used one w only (metadata `fidelity_trained`, e.g. the bundled
+    mmrface-small at w = 1) restore worse at other settings of the knob; other files say nothing.
+    """
+    try:
+        trained = float(meta["fidelity_trained"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if abs(w - trained) < 1e-6:
+        return None
+    return (f"these weights were last trained at w = {trained:g} only and restore worse at w = {w:g} "
+            '(README "Results"); fine-tune with the knob\'s range (configs/small_finetune.yaml) to use it')
+
+
 class Restorer:
     """Detect, align, restore and paste back every face of a photo.
 
