@@ -88,7 +88,7 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     steps: int = spec(1000, lo=1)
-    stop_after: int | None = None  # end the run at this step; the lr schedule still spans `steps`
+    stop_after: int | None = spec(None, lo=1)  # end the run at this step; the lr schedule still spans `steps`
     lr_g: float = spec(2e-4, gt=0, hi=1)  # codec (encoder + decoder) learning rate
     lr_d: float = spec(2e-4, gt=0, hi=1)
     prior_lr_mul: float = spec(1.0, gt=0, hi=100)  # prior learning rate = lr_g * prior_lr_mul
@@ -262,8 +262,6 @@ def _check_relations(cfg: Any, where: str) -> None:
         lo, hi = cfg.fidelity_range
         if lo > hi:
             raise UserError(f"config {where}.fidelity_range = {list(cfg.fidelity_range)}: low must be <= high")
-        if cfg.stop_after is not None and cfg.stop_after < 1:
-            raise UserError(f"config {where}.stop_after = {cfg.stop_after}: expected a step >= 1 or null")
         # JSON records (checkpoints) hold the steps as strings: read them back as integers
         cfg.fidelity_full_from = {int(k) if isinstance(k, str) and k.isdigit() else k: v
                                   for k, v in (cfg.fidelity_full_from or {}).items()}
