@@ -49,6 +49,7 @@ class DataConfig:
     batch_size: int = spec(4, lo=1)
     unpaired_batch_size: int = spec(0, lo=0)  # real LQ faces per step for the self-supervised terms; 0 = batch_size
     num_workers: int = spec(0, lo=0)
+    colour_share: float | None = spec(None, lo=0, hi=1)  # share of colour faces per batch; None = as in the folder
 
 
 @dataclass
@@ -111,7 +112,9 @@ class TrainConfig:
     val_every: int = spec(500, lo=0)
     log_every: int = spec(10, lo=1)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    amp: bool = True  # mixed precision on CUDA (fp16 with a gradient scaler; see cpu_amp for the CPU)
+    cpu_amp: bool = False  # bf16 autocast on a CPU with native bf16 (avx512_bf16 / AMX); fp32 on others
+    channels_last: bool = False  # NHWC memory format for the networks and their inputs (faster CPU convs)
     fidelity_range: tuple[float, float] = spec((1.0, 1.0), lo=0, hi=1)  # w sampled per sample during training
     fidelity_full: float = spec(0.0, lo=0, hi=1)  # share of samples trained at exactly w = 1 (the rest in fidelity_range)
     fidelity_full_from: dict | None = field(default_factory=dict)  # {step: share}: fidelity_full from that step on (null clears a base config's)

@@ -25,7 +25,7 @@ from mmrface.data.degrade import Degradation, DegradationConfig, DegradationMix
 from mmrface.data.crops import center_square, resize_square
 from mmrface.data.landmarks import component_boxes, load_landmarks, transform_entry
 from mmrface.errors import UserError
-from mmrface.pipeline.imageio import ImageReadError, read_pixels, readable_images, to_float
+from mmrface.pipeline.imageio import ImageReadError, read_pixels, readable_images, to_8bit, to_float
 
 #: Ranges of the HQ colour augmentation (`augment=True`): small, applied with probability 0.5.
 HQ_JITTER = {"brightness": 0.05, "contrast": 0.05, "saturation": 0.05, "hue": 0.01}
@@ -115,6 +115,29 @@ class FaceFolderDataset(_ImageFolder):
                 self.files = [p for p in self.files if p.name in self.landmarks]
                 if not self.files:
                     raise UserError(f"no image of {self.root} has landmarks")
+
+    def colour_flags(self) -> list[bool]:
+        """Per file: is the face in colour (mean saturation >= COLOUR_THRESHOLD)? Read from the
+        `colour` field `mmrface prepare` writes into root/landmarks.json, measured for files without."""
+        from mmrface.data.recipe import COLOUR_THRESHOLD, colourfulness
+
+        if getattr(self, "_colour_flags", None) is not None:
+            return self._colour_flags
+        lm_path, entries = self.root / "landmarks.json", {}
+        if lm_path.is_file():
+            try:
+                entries = json.loads(lm_path.read_text())
+            except (OSError, ValueError) as exc:
+                raise UserError(f"cannot read landmarks file {lm_path}: {exc}") from exc
+        flags = []
+        for i, path in enumerate(self.files):
+            entry = entries.get(path.name)
+            value = entry.get("colour") if isinstance(entry, dict) else None
+            if value is None:
+                value = colourfulness(to_8bit(center_square(self.load(i)[1])))
+            flags.append(float(value) >= COLOUR_THRESHOLD)
+        self._colour_flags = flags
+        return flags
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = self.rng(index)

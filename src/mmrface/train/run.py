@@ -47,10 +47,22 @@ class Run:
 
     @property
     def amp(self) -> bool:
+        """fp16 autocast with gradient scalers (CUDA only)."""
         return bool(self.cfg.train.amp and self.device.type == "cuda")
 
+    @property
+    def cpu_bf16(self) -> bool:
+        """bf16 autocast on this CPU: asked for (train.cpu_amp) and native here (no scaler needed)."""
+        return bool(self.cfg.train.cpu_amp and self.device.type == "cpu" and cpu_has_bf16())
+
     def autocast(self):
+        if self.cpu_bf16:
+            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
         return torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp)
+
+    def memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch in the networks' memory format (train.channels_last)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else x
 
     def nets(self) -> dict[str, nn.Module]:
         nets = {"g": self.G, "g_ema": self.ema.model}
@@ -73,6 +85,16 @@ class Run:
         for name, opt in self.optimizers().items():
             for group, peak in zip(opt.param_groups, self.peak_lrs[name]):
                 group["lr"] = peak * factor
+
+
+def cpu_has_bf16() -> bool:
+    """True where this CPU computes bf16 natively (avx512_bf16 or AMX): there bf16 autocast is a
+    speed lever; elsewhere torch emulates it, slower than fp32, so train.cpu_amp falls back to fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:  # not Linux: ask torch's dispatcher level instead
+        return "AVX512" in torch.backends.cpu.get_cpu_capability()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def check_run_config(cfg: Config, size: int) -> None:
@@ -115,6 +137,8 @@ def build_run(cfg: Config, ctx: dist_utils.DistContext, resuming: bool = False) 
     obj = Objectives(cfg, dataset.landmarks is not None, unpaired is not None).to(ctx.device)
     prior_line = _load_init(G, cfg, resuming) if cfg.train.init else _load_prior(G, cfg, resuming)
     G.to(ctx.device).train()
+    if tc.channels_last:
+        G.to(memory_format=torch.channels_last)
     dist_utils.broadcast_module(G, ctx)
     run = Run(cfg, ctx, G, EMA(G, tc.ema_decay, tc.ema_rampup), _generator_optimizer(G, cfg), dataset, obj,
               Degradation.from_config(dc.degradation), prior_line, unpaired)
@@ -132,6 +156,8 @@ def build_run(cfg: Config, ctx: dist_utils.DistContext, resuming: bool = False) 
         run.opt_c = torch.optim.Adam(run.comp.parameters(), lr=tc.lr_d, betas=betas)
     for net in (run.D, run.comp):
         if net is not None:
+            if tc.channels_last:
+                net.to(memory_format=torch.channels_last)
             dist_utils.broadcast_module(net, ctx)
             net.requires_grad_(False)  # trainable only inside the D step
     run.peak_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in run.optimizers().items()}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
+
 
 class RunLog:
     """`info(line)` on rank 0; a no-op on the other ranks."""
@@ -44,6 +46,24 @@ class RunLog:
             self.tb.close()
 
 
+def precision(run) -> str:
+    if run.amp:
+        return "fp16 autocast (CUDA)"
+    if run.cpu_bf16:
+        return "bf16 autocast (CPU)"
+    if run.cfg.train.cpu_amp and run.device.type == "cpu":
+        return "fp32 (train.cpu_amp: this CPU has no native bf16)"
+    return "fp32"
+
+
+def colour_line(t) -> str:
+    share = t.cfg.data.colour_share
+    if share is None:
+        return ""
+    n = sum(t.dataset.colour_flags())
+    return f", colour-balanced: {share:g} of each batch from the {n} colour faces"
+
+
 def header_lines(t) -> list[str]:
     """The first lines of a run: what is trained, on what, with which losses (a `Trainer`)."""
     cfg, ctx, tc = t.cfg, t.ctx, t.cfg.train
@@ -53,12 +73,13 @@ def header_lines(t) -> list[str]:
     for start, share in sorted((tc.fidelity_full_from or {}).items()):
         full += f"; {share:g} from step {start}"
     lines = [f"mmrface train: {cfg.name} ({cfg.source}) -> {t.out_dir}",
-             f"device: {t.device}, ranks: {ctx.world}, mixed precision: {'on' if t.amp else 'off'}",
+             f"device: {t.device}, ranks: {ctx.world}, threads: {torch.get_num_threads()}, precision: {precision(t.run)}"
+             f", memory format: {'channels_last' if tc.channels_last else 'contiguous'}, data workers: {cfg.data.num_workers}",
              f"model: {cfg.model.get('arch', 'mmrface')} {t.G.size} px, {n_g:,} parameters ({n_t:,} trained)",
              t.prior_line,
              f"data: {len(t.dataset)} faces in {cfg.data.train_root} (landmarks: "
              f"{'used' if t.dataset.landmarks is not None else 'not used'}), degradation {t.degradation.label}, "
-             f"batch {cfg.data.batch_size} per rank x {ctx.world}",
+             f"batch {cfg.data.batch_size} per rank x {ctx.world}{colour_line(t)}",
              f"steps: {tc.steps}, lr G {tc.lr_g:g} D {tc.lr_d:g}, betas {list(tc.betas)}, EMA {tc.ema_decay:g}"
              f"{' (ramp-up)' if tc.ema_rampup else ''}, fidelity w in {list(tc.fidelity_range)}{full}, seed {tc.seed}"]
     if t.unpaired is not None:

@@ -90,9 +90,9 @@ def generator_inputs(run: Run, step: int, batch: dict, ubatch: dict | None) -> t
     """The step's batch on the device, the network input (paired, unpaired, pseudo LQ stacked)
     and the mean-teacher targets."""
     dev, obj = run.device, run.obj
-    hq, lq = batch["hq"].to(dev), batch["lq"].to(dev)
+    hq, lq = run.memory_format(batch["hq"].to(dev)), run.memory_format(batch["lq"].to(dev))
     swap = identity_mask(hq.shape[0], obj.p_identity(step), dev)
-    u_lq = ubatch["lq"].to(dev) if ubatch is not None else None
+    u_lq = run.memory_format(ubatch["lq"].to(dev)) if ubatch is not None else None
     gb = GenBatch(hq, lq, list(batch["params"]), ~swap, batch["boxes"].to(dev) if "boxes" in batch else None,
                   u_lq if obj.use_unpaired else None)
     inputs = [swap_in_hq(lq, hq, swap)] + ([u_lq] if obj.use_unpaired else [])
@@ -104,7 +104,7 @@ def generator_inputs(run: Run, step: int, batch: dict, ubatch: dict | None) -> t
         rng = np.random.default_rng([run.cfg.train.seed, step, run.ctx.rank, 1])
         m_lq, _ = pseudo_pairs(m_target, run.degradation, rng)
         inputs.append(m_lq)
-    return gb, torch.cat(inputs), m_target
+    return gb, run.memory_format(torch.cat(inputs)), m_target
 
 
 def generator_step(run: Run, judge: Judge, step: int, batch: dict, ubatch: dict | None) -> GStep:

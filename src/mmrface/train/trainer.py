@@ -94,6 +94,7 @@ class Trainer:
 
             self.validator = Validator(cfg, self.G.size, self.device, self.out_dir)
         self.history: list[dict[str, float]] = []
+        self.step_ends: list[float] = []  # perf_counter() after each step (benchmarks/train_speed.py)
         self.last_checkpoint = resume_from
 
     # the run's parts under the names the run log, the tests and users' scripts use
@@ -154,7 +155,9 @@ class Trainer:
     # ------------------------------------------------------------------------------ loop
     def _batches(self):
         tc, dc, ctx = self.cfg.train, self.cfg.data, self.ctx
-        paired = StepBatches(self.run.dataset, dc.batch_size, tc.seed, ctx.rank, ctx.world, dc.num_workers)
+        colour = self.run.dataset.colour_flags() if dc.colour_share is not None else None
+        paired = StepBatches(self.run.dataset, dc.batch_size, tc.seed, ctx.rank, ctx.world, dc.num_workers,
+                             colour, dc.colour_share)
         p_iter = paired.iterate(self.start)
         if self.run.unpaired is None:
             return zip(p_iter, itertools.repeat(None))
@@ -190,6 +193,7 @@ class Trainer:
                 vals = {**g.values, **discriminator_step(self.run, self.judge, step, g.fakes)}
                 done = step + 1
                 self.history.append({"step": done, **vals})
+                self.step_ends.append(time.perf_counter())
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in vals.items() if k in ("total", "l1", "gan", "d_gan")})
                 n_last += 1
@@ -215,14 +219,15 @@ class Trainer:
 
 #: Config keys a resumed run may change freely (how long, how often to log / save / validate).
 RESUME_FREE = {("train", k) for k in ("steps", "stop_after", "out_dir", "ckpt_every", "keep_last", "val_every", "log_every",
-                                      "device", "divergence_factor", "divergence_window", "divergence_patience")}
+                                      "device", "divergence_factor", "divergence_window", "divergence_patience",
+                                      "channels_last")} | {("data", "num_workers")}
 RESUME_FREE |= {("name",), ("source",)}
 
 
 def check_resume(record: dict, cfg: Config, world: int, path: Path, allow_changes: bool) -> None:
     """Refuse to resume with another model (always) or another data / loss / optimiser / world size
     (unless `allow_changes`): such a run would silently not be the continuation it claims to be."""
-    old, new = record["config"], _plain(cfg.to_dict())
+    old, new = _with_defaults(record["config"]), _plain(cfg.to_dict())
     if old["model"] != new["model"]:
         raise UserError(f"--resume: the model config differs from the one of {path}")
     changed = [k for k in _diff(old, new) if k not in RESUME_FREE and k[:1] != ("model",)]
@@ -232,6 +237,23 @@ def check_resume(record: dict, cfg: Config, world: int, path: Path, allow_change
         names = ", ".join(".".join(str(p) for p in k) for k in changed[:6])
         raise UserError(f"--resume: {names} changed since {path.name}; pass --allow-changes to continue "
                         "anyway (the run is then no longer the continuation of the same recipe)")
+
+
+#: The config sections whose keys are fields (dict-valued fields such as data.degradation are values).
+SECTIONS = (("data",), ("loss",), ("loss", "selfsup"), ("train",))
+
+
+def _with_defaults(old: dict) -> dict:
+    """A checkpoint's config with the keys added since it was written at their defaults: a key
+    that did not exist then meant what its default means now (a new option starts off)."""
+    out, defaults = json.loads(json.dumps(old)), _plain(Config().to_dict())
+    for path in SECTIONS:
+        have, want = out, defaults
+        for part in path:
+            have, want = have.setdefault(part, {}), want[part]
+        for key, value in want.items():
+            have.setdefault(key, value)
+    return out
 
 
 def _diff(a: Any, b: Any, prefix: tuple = ()) -> list[tuple]:
