@@ -95,6 +95,7 @@ class TrainConfig:
     prior_lr_mul: float = spec(1.0, gt=0, hi=100)  # prior learning rate = lr_g * prior_lr_mul
     prior_init: str | None = None  # a converted StyleGAN2 prior (file or registry name) loaded first
     init: str | None = None  # a whole restorer (weight file or registry name) to start from (fine-tuning)
+    warm_start: str | None = None  # an mmrface restorer at half this size, grown by one level (train/warm_start.py)
     betas: tuple[float, float] = spec((0.0, 0.99), lo=0, hi=0.9999)
     warmup_steps: int = spec(0, lo=0)  # learning rates rise linearly from 0 over these steps
     lr_schedule: str = spec("constant", choices=("constant", "cosine"))  # after the warm-up
@@ -115,6 +116,8 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA (fp16 with a gradient scaler; see cpu_amp for the CPU)
     cpu_amp: bool = False  # bf16 autocast on a CPU with native bf16 (avx512_bf16 / AMX); fp32 on others
     channels_last: bool = False  # NHWC memory format for the networks and their inputs (faster CPU convs)
+    fused_modconv: bool = True  # the prior's modulated convs as one grouped conv; false = the same function
+                                # as a shared-weight conv (faster to train on a CPU: benchmarks/train_speed.py)
     fidelity_range: tuple[float, float] = spec((1.0, 1.0), lo=0, hi=1)  # w sampled per sample during training
     fidelity_full: float = spec(0.0, lo=0, hi=1)  # share of samples trained at exactly w = 1 (the rest in fidelity_range)
     fidelity_full_from: dict | None = field(default_factory=dict)  # {step: share}: fidelity_full from that step on (null clears a base config's)

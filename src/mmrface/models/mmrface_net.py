@@ -59,9 +59,9 @@ class MMRFaceNet(CodecPriorNet):
         style_dim: latent width of the prior.
         sft_half: modulate half of the prior's channels (CS-SFT) instead of all of them.
         codec: options of the asymmetric codec — `block` ("mmrb" | "resblock"), `channel_multiplier`,
-            `narrow`, `max_channels`, `enc_blocks` (int or one entry per level from S down to 4),
+            `narrow`, `max_channels`, `min_channels`, `enc_blocks` (int or one entry per level from S down to 4),
             `block_options` (MMRB options), `head_channels` (SFT head width; default = level width).
-        prior: StyleGAN2Generator options (`n_mlp`, `channel_multiplier`, `narrow`, `max_channels`,
+        prior: StyleGAN2Generator options (`n_mlp`, `channel_multiplier`, `narrow`, `max_channels`, `min_channels`,
             `upsample`, `equalized_lr`, `gain_mode`, `noise_mode`, `lr_mlp`) plus `trainable`
             (False freezes a pretrained prior). Which prior to load and its learning rate are
             training settings (`train.prior_init`, `train.prior_lr_mul`), not network options.
@@ -89,6 +89,7 @@ class MMRFaceNet(CodecPriorNet):
             codec.pop("channel_multiplier", 1),
             codec.pop("narrow", 0.5),
             codec.pop("max_channels", 256),
+            codec.pop("min_channels", 0),
         )
         sft_ch = {r: c // 2 if sft_half else c for r, c in self.prior.channels.items()}
         head_channels = codec.pop("head_channels", None)

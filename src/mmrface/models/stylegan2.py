@@ -35,8 +35,9 @@ NOISE_MODES = ("random", "const", "zero")
 
 
 def channel_table(size: int, channel_multiplier: float = 2, narrow: float = 1.0,
-                  max_channels: int = 512) -> dict[int, int]:
-    """StyleGAN2 channels per resolution 4..size: base * cm (from 64 px up) * narrow, capped."""
+                  max_channels: int = 512, min_channels: int = 0) -> dict[int, int]:
+    """StyleGAN2 channels per resolution 4..size: base * cm (from 64 px up) * narrow, capped at
+    `max_channels` and floored at `min_channels` (a narrow net keeps its largest levels usable)."""
     if size < 4 or size & (size - 1) or size > 1024:
         raise ValueError(f"size must be a power of two in 4..1024, got {size}")
     table = {}
@@ -44,7 +45,7 @@ def channel_table(size: int, channel_multiplier: float = 2, narrow: float = 1.0,
         if res > size:
             break
         ch = base * (channel_multiplier if res >= 64 else 1)
-        table[res] = int(min(ch * narrow, max_channels))
+        table[res] = max(int(min(ch * narrow, max_channels)), int(min_channels))
     return table
 
 
@@ -214,7 +215,7 @@ class StyleGAN2Generator(nn.Module):
     def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: float = 2,
                  narrow: float = 1.0, max_channels: int = 512, lr_mlp: float = 0.01, upsample: str = "bilinear",
                  equalized_lr: bool = True, gain_mode: str = "post", noise_mode: str = "random",
-                 sft_half: bool = True):
+                 sft_half: bool = True, min_channels: int = 0):
         super().__init__()
         if upsample not in UPSAMPLE_MODES or gain_mode not in GAIN_MODES or noise_mode not in NOISE_MODES:
             raise ValueError(f"bad mode: upsample={upsample!r} gain_mode={gain_mode!r} noise_mode={noise_mode!r}")
@@ -222,7 +223,7 @@ class StyleGAN2Generator(nn.Module):
             raise ValueError(f"size must be at least 8, got {size}")
         self.size, self.style_dim, self.noise_mode, self.sft_half = size, style_dim, noise_mode, sft_half
         self.upsample, self.equalized_lr, self.gain_mode = upsample, equalized_lr, gain_mode  # the convention
-        self.channels = channel_table(size, channel_multiplier, narrow, max_channels)
+        self.channels = channel_table(size, channel_multiplier, narrow, max_channels, min_channels)
         self.log_size = int(math.log2(size))
         self.num_latent = 2 * self.log_size - 2
         self.num_levels = self.log_size - 2  # levels 8 .. size

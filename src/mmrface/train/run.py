@@ -135,8 +135,12 @@ def build_run(cfg: Config, ctx: dist_utils.DistContext, resuming: bool = False) 
         if ds is not None:
             ds.load(0)
     obj = Objectives(cfg, dataset.landmarks is not None, unpaired is not None).to(ctx.device)
-    prior_line = _load_init(G, cfg, resuming) if cfg.train.init else _load_prior(G, cfg, resuming)
+    prior_line = _load_start(G, cfg, resuming)
     G.to(ctx.device).train()
+    if not tc.fused_modconv:  # before the EMA copy, so teacher and validation run the same form
+        from mmrface.models.stylegan2 import set_fused_modconv
+
+        set_fused_modconv(G, False)
     if tc.channels_last:
         G.to(memory_format=torch.channels_last)
     dist_utils.broadcast_module(G, ctx)
@@ -177,11 +181,26 @@ def _generator_optimizer(G: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, betas=tuple(float(b) for b in tc.betas))
 
 
+def _load_start(G: nn.Module, cfg: Config, resuming: bool) -> str:
+    """The weights a fresh run starts from (train.init | train.warm_start | train.prior_init | random)."""
+    tc = cfg.train
+    given = [k for k in ("init", "warm_start", "prior_init") if getattr(tc, k)]
+    if len(given) > 1:
+        raise UserError(f"config sets {' and '.join('train.' + k for k in given)}: choose one starting point")
+    if tc.init:
+        return _load_init(G, cfg, resuming)
+    if tc.warm_start:
+        if resuming:
+            return f"warm start: {tc.warm_start} (weights from the checkpoint)"
+        from mmrface.train.warm_start import warm_start
+
+        return warm_start(G, tc.warm_start)
+    return _load_prior(G, cfg, resuming)
+
+
 def _load_init(G: nn.Module, cfg: Config, resuming: bool) -> str:
     """Load `train.init` (a whole restorer of the same model config) into a fresh run; its run-log line."""
     init = cfg.train.init
-    if cfg.train.prior_init:
-        raise UserError("config sets both train.init and train.prior_init: the first already holds a prior")
     if resuming:
         return f"init: {init} (weights from the checkpoint)"
     from mmrface.models import inference_config, load_state_strict

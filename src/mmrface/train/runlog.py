@@ -74,7 +74,8 @@ def header_lines(t) -> list[str]:
         full += f"; {share:g} from step {start}"
     lines = [f"mmrface train: {cfg.name} ({cfg.source}) -> {t.out_dir}",
              f"device: {t.device}, ranks: {ctx.world}, threads: {torch.get_num_threads()}, precision: {precision(t.run)}"
-             f", memory format: {'channels_last' if tc.channels_last else 'contiguous'}, data workers: {cfg.data.num_workers}",
+             f", memory format: {'channels_last' if tc.channels_last else 'contiguous'}"
+             f", modulated convs: {'fused' if tc.fused_modconv else 'unfused'}, data workers: {cfg.data.num_workers}",
              f"model: {cfg.model.get('arch', 'mmrface')} {t.G.size} px, {n_g:,} parameters ({n_t:,} trained)",
              t.prior_line,
              f"data: {len(t.dataset)} faces in {cfg.data.train_root} (landmarks: "

@@ -220,7 +220,7 @@ class Trainer:
 #: Config keys a resumed run may change freely (how long, how often to log / save / validate).
 RESUME_FREE = {("train", k) for k in ("steps", "stop_after", "out_dir", "ckpt_every", "keep_last", "val_every", "log_every",
                                       "device", "divergence_factor", "divergence_window", "divergence_patience",
-                                      "channels_last")} | {("data", "num_workers")}
+                                      "channels_last", "fused_modconv")} | {("data", "num_workers")}
 RESUME_FREE |= {("name",), ("source",)}
 
 
