@@ -95,6 +95,16 @@ def test_stop_after_ends_the_run_early_on_the_same_lr_schedule(faces, tmp_path):
         tiny(faces, tmp_path / "bad", "train.stop_after=0")
 
 
+def test_max_minutes_stops_with_a_checkpoint_and_resumes(faces, tmp_path):
+    # a tiny budget: the run stops after its first step, saved; --resume carries on to the end
+    out = tmp_path / "budget"
+    t = fit(tiny(faces, out, "train.steps=3", "train.ckpt_every=100", "train.max_minutes=0.0001"))
+    assert len(t.history) == 1 and [s for s, _ in list_checkpoints(out / "checkpoints")] == [1]
+    assert "train.max_minutes" in (out / "run.log").read_text()
+    t = fit(tiny(faces, out, "train.steps=3", "train.ckpt_every=100"), resume=True)
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")][-1] == 3
+
+
 def test_cli_train_writes_a_checkpoint_the_restorer_loads(faces, tmp_path, capsys):
     from mmrface.cli import main
     from mmrface.models import load_model

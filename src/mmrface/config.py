@@ -90,6 +90,7 @@ class LossConfig:
 class TrainConfig:
     steps: int = spec(1000, lo=1)
     stop_after: int | None = spec(None, lo=1)  # end the run at this step; the lr schedule still spans `steps`
+    max_minutes: float | None = spec(None, gt=0)  # end the run (checkpoint + validation) after this wall time
     lr_g: float = spec(2e-4, gt=0, hi=1)  # codec (encoder + decoder) learning rate
     lr_d: float = spec(2e-4, gt=0, hi=1)
     prior_lr_mul: float = spec(1.0, gt=0, hi=100)  # prior learning rate = lr_g * prior_lr_mul

@@ -178,6 +178,7 @@ class Trainer:
         bar = tqdm(total=end, initial=self.start, desc="train", dynamic_ncols=True,
                    disable=True if not (self.progress and ctx.is_main) else None)
         t_last, n_last, scores = time.time(), 0, None
+        t_start, done = time.time(), self.start
         batches = self._batches()
         changes = objective_changes(tc.fidelity_full_from, self.run.obj.schedule)
         try:
@@ -197,30 +198,44 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in vals.items() if k in ("total", "l1", "gan", "d_gan")})
                 n_last += 1
-                if done % tc.log_every == 0 or done == end:
+                last = done == end or self._out_of_time(t_start)
+                if done % tc.log_every == 0 or last:
                     rate = (time.time() - t_last) / n_last
                     terms = "  ".join(f"{k} {v:.4f}" for k, v in vals.items() if k != "total")
                     terms += f"  lr {self.run.opt_g.param_groups[0]['lr']:.3g}"
                     self.log.info(f"step {done}/{tc.steps}  total {vals['total']:.4f}  {terms}  ({rate:.2f} s/step)")
                     self.log.scalars("train", vals, done)
                     t_last, n_last = time.time(), 0
-                if done % tc.ckpt_every == 0 or done == end:
+                if done % tc.ckpt_every == 0 or last:
                     self.save(done)
-                if self.validator is not None and (done % tc.val_every == 0 or done == end):
+                if self.validator is not None and (done % tc.val_every == 0 or last):
                     scores = self.validate(done)
+                if last and done < end:
+                    self.log.info(f"train.max_minutes = {tc.max_minutes}: stopped at step {done} of {end}; "
+                                  "--resume continues the run")
+                    break
         except Diverged as exc:
             self._stop(exc)
         finally:
             bar.close()
             self.log.close()
-        return {"steps": end, "last": self.history[-1] if self.history else None, "val": scores,
+        return {"steps": done, "last": self.history[-1] if self.history else None, "val": scores,
                 "checkpoint": self.last_checkpoint, "ema": self.out_dir / "latest_ema.safetensors"}
+
+
+    def _out_of_time(self, t_start: float) -> bool:
+        """train.max_minutes has passed on some rank (agreed by all-reduce: every rank stops at the same step)."""
+        limit = self.cfg.train.max_minutes
+        if limit is None:
+            return False
+        late = torch.tensor([float(time.time() - t_start > limit * 60)], device=self.device)
+        return bool(dist_utils.all_reduce_mean(late, self.ctx).item() > 0)
 
 
 #: Config keys a resumed run may change freely (how long, how often to log / save / validate).
 RESUME_FREE = {("train", k) for k in ("steps", "stop_after", "out_dir", "ckpt_every", "keep_last", "val_every", "log_every",
                                       "device", "divergence_factor", "divergence_window", "divergence_patience",
-                                      "channels_last", "fused_modconv")} | {("data", "num_workers")}
+                                      "channels_last", "fused_modconv", "max_minutes")} | {("data", "num_workers")}
 RESUME_FREE |= {("name",), ("source",)}
 
 
